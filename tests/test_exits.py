@@ -1,0 +1,149 @@
+"""The early-exit core: real early exit agrees with the all-heads reference, sample for sample."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from course_utils import data, exits, train
+from course_utils.errors import ThresholdError
+
+
+def tiny_exit_network(num_exits: int = 4, classes: int = 10) -> exits.ExitNetwork:
+    torch.manual_seed(0)
+    stages, heads, ch = [], [], 1
+    for k in range(num_exits):
+        stages.append(nn.Sequential(nn.Conv2d(ch, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()))
+        heads.append(nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(72, classes)))
+        ch = 8
+    return exits.ExitNetwork(stages, heads).eval()
+
+
+@pytest.fixture(scope="module")
+def digits_net_and_batch():
+    """A 4-exit net trained briefly on real digits (12x12), so heads disagree and confidences spread."""
+    x, y = data.load("digits", "train", image_size=12)
+    xt, yt = data.load("digits", "test", image_size=12)
+    loader = data.DeviceLoader.for_dataset("digits", x, y, train=True)
+    net = tiny_exit_network()
+    train.fit(net, loader, None, train.TrainConfig(epochs=2, batch_size=64, lr=0.05, progress=False),
+              loss_fn=exits.exit_loss([1, 1, 1, 1]))
+    net.measure_costs((1, 12, 12))
+    batch = data.DeviceLoader.for_dataset("digits", xt, yt, train=False).transform(xt)
+    return net, batch[:300], yt[:300]
+
+
+def median_policy(kind: str, scores: exits.ExitScores) -> exits.ExitPolicy:
+    """Thresholds at each head's median score, so that about half the samples exit at each head."""
+    conf, ent = scores.confidence.median(1).values.tolist(), scores.entropy.median(1).values.tolist()
+    return {
+        "max_softmax shared": exits.MaxSoftmax(conf[1]),
+        "max_softmax per exit, one disabled": exits.MaxSoftmax([conf[0], None, conf[2]]),
+        "entropy shared": exits.Entropy(ent[1]),
+        "entropy per exit": exits.Entropy(ent[:3]),
+        "patience 1": exits.Patience(1),
+        "patience 2": exits.Patience(2),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["max_softmax shared", "max_softmax per exit, one disabled", "entropy shared",
+                                  "entropy per exit", "patience 1", "patience 2"])
+def test_infer_equals_all_heads_then_rule(kind, digits_net_and_batch):
+    net, x, y = digits_net_and_batch
+    scores = exits.ExitScores.from_logits(net.forward_all(x), y)
+    policy = median_policy(kind, scores)
+    reference = exits.sweep(scores, net.costs, policy)
+    result = net.infer(x, policy)
+    assert torch.equal(result.exit_index, reference.exit_index)
+    assert torch.equal(result.predictions, reference.predictions)
+    # the MACs infer actually spent equal the sweep's accounting, to the MAC
+    assert result.macs == round(reference.mean_macs * len(x))
+    assert 0 < sum(reference.exit_counts[:-1]) < len(x), "the policy should exit some samples early, not all"
+    # batch-size-1 path: same answers
+    for i in range(0, 300, 37):
+        pred, k, _ = net.infer_single(x[i:i + 1], policy)
+        assert k == int(reference.exit_index[i])
+        assert (pred, k) == (int(reference.predictions[i]), int(reference.exit_index[i]))
+
+
+def test_compaction_runs_later_stages_on_fewer_samples(digits_net_and_batch):
+    net, x, y = digits_net_and_batch
+    policy = median_policy("entropy shared", exits.ExitScores.from_logits(net.forward_all(x), y))
+    result = net.infer(x, policy)
+    counts = result.samples_per_stage
+    assert counts[0] == len(x) and all(a >= b for a, b in zip(counts, counts[1:])) and counts[-1] < 200
+
+
+def test_sweep_arithmetic_by_hand():
+    # 3 exits, 4 samples; logits chosen so confidences are known exactly.
+    big, flat = torch.tensor([10.0, 0.0]), torch.tensor([0.0, 0.0])  # conf ~1.0 and exactly 0.5
+    per_exit = [torch.stack([big, flat, big.flip(0), flat]), torch.stack([big, big, flat, flat]),
+                torch.stack([big, big.flip(0), big, big.flip(0)])]
+    labels = torch.tensor([0, 0, 0, 1])
+    scores = exits.ExitScores.from_logits(per_exit, labels)
+    r = exits.sweep(scores, [10, 20, 30], exits.MaxSoftmax(0.9))
+    # sample 0 exits at 0 (pred 0, right); 1 at 1 (pred 0, right); 2 at 0 (pred 1, wrong); 3 at 2 (pred 1, right)
+    assert r.exit_index.tolist() == [0, 1, 0, 2]
+    assert r.exit_counts == [2, 1, 1]
+    assert r.accuracy == 0.75
+    assert r.mean_macs == (10 + 20 + 10 + 30) / 4
+    assert r.exit_accuracy == [0.5, 1.0, 1.0]
+    costs = exits.ExitCosts(stage_macs=[8, 8, 8], head_macs=[2, 2, 2])
+    assert costs.cumulative() == [10, 20, 30] and costs.full == 26
+    assert costs.cumulative([False, True, True]) == [10, 18, 28]  # a disabled head costs nothing
+
+
+def test_bad_thresholds_raise_clear_errors():
+    with pytest.raises(ThresholdError, match=r"outside its valid range \[0.0, 1.0\]"):
+        exits.MaxSoftmax(1.5)
+    with pytest.raises(ThresholdError, match="valid range"):
+        exits.Entropy(-0.1)
+    with pytest.raises(ThresholdError, match="valid range"):
+        exits.MaxSoftmax(float("nan"))
+    with pytest.raises(ThresholdError, match="3 values, one per early exit"):
+        tiny_exit_network().infer(torch.randn(2, 1, 12, 12), exits.MaxSoftmax([0.5, 0.5]))
+    with pytest.raises(ThresholdError, match="integer >= 1"):
+        exits.Patience(0)
+    with pytest.raises(ThresholdError, match="can never be reached"):
+        tiny_exit_network().infer(torch.randn(2, 1, 12, 12), exits.Patience(4))
+    with pytest.raises(ThresholdError, match="unknown exit policy"):
+        exits.make_policy("softmax", 0.5)
+
+
+def test_normalized_entropy_bounds():
+    assert exits.normalized_entropy(torch.zeros(1, 10)).item() == pytest.approx(1.0)
+    assert exits.normalized_entropy(torch.tensor([[100.0, 0.0, 0.0]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_calibrate_meets_accuracy_bound_and_saves_cost():
+    torch.manual_seed(1)
+    n, classes = 2000, 10
+    labels = torch.randint(0, classes, (n,))
+    # heads get better with depth: exit k is right with probability 0.55 + 0.15 k, confident when right
+    per_exit = []
+    for k in range(4):
+        right = torch.rand(n) < 0.55 + 0.15 * k
+        pred = torch.where(right, labels, (labels + 1) % classes)
+        logits = torch.randn(n, classes) * 0.3
+        logits[torch.arange(n), pred] += torch.where(right, 4.0, 1.0)
+        per_exit.append(logits)
+    scores = exits.ExitScores.from_logits(per_exit, labels)
+    costs = exits.ExitCosts([100, 100, 100, 100], [1, 1, 1, 1])
+    cal = exits.calibrate(scores, costs, "max_softmax", epsilon=0.0)
+    assert cal.val.accuracy >= cal.full_accuracy
+    assert cal.val.mean_macs < costs.cumulative()[-1]
+    refined = exits.calibrate(scores, costs, "max_softmax", epsilon=0.0, per_exit=True)
+    assert refined.val.accuracy >= refined.full_accuracy and refined.val.mean_macs <= cal.val.mean_macs
+    loose = exits.calibrate(scores, costs, "max_softmax", epsilon=0.05)
+    assert loose.val.mean_macs <= cal.val.mean_macs and loose.val.accuracy >= cal.full_accuracy - 0.05
+    table = exits.frontier(scores, costs, "entropy")
+    assert table["pareto"].any() and len(table) == len(exits.DEFAULT_GRID)
+    with pytest.raises(ThresholdError, match="epsilon"):
+        exits.calibrate(scores, costs, epsilon=-1)
+
+
+def test_exit_loss_weights_heads():
+    outs = [torch.zeros(4, 3, requires_grad=True), torch.zeros(4, 3, requires_grad=True)]
+    y = torch.tensor([0, 1, 2, 0])
+    loss, final = exits.exit_loss([0.25, 1.0])(outs, y)
+    assert loss.item() == pytest.approx(1.25 * math.log(3)) and final is outs[-1]

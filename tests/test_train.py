@@ -1,0 +1,168 @@
+"""course_utils.train: fit, resume-after-interrupt, checkpoints, NaN losses, early stopping, DDP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from course_utils import data, train
+from course_utils.errors import CheckpointError, NonFiniteLossError, UnknownNameError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small_cnn(seed: int = 0, width: int = 16) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(0.2),  # dropout draws from the RNG, so resume must restore RNG state too
+        nn.Linear(2 * width, 10))
+
+
+@pytest.fixture(scope="module")
+def digits_loaders():
+    x, y = data.load("digits", "train", image_size=16)
+    xv, yv = data.load("digits", "val", image_size=16)
+    return (data.DeviceLoader.for_dataset("digits", x, y, train=True),
+            data.DeviceLoader.for_dataset("digits", xv, yv, train=False))
+
+
+def config(**overrides) -> train.TrainConfig:
+    return train.TrainConfig(**{"epochs": 4, "batch_size": 64, "lr": 0.1, "progress": False, **overrides})
+
+
+def test_fit_learns_digits_and_records_history(digits_loaders):
+    tr, va = digits_loaders
+    model = small_cnn()
+    history = train.fit(model, tr, va, config(epochs=8))
+    frame = history.to_frame()
+    assert list(frame["epoch"]) == list(range(1, 9))
+    assert frame["train_loss"].iloc[-1] < frame["train_loss"].iloc[0]
+    assert history.best_val_accuracy > 0.5 and history.device.startswith("cpu")
+    assert history.seconds == pytest.approx(frame["seconds"].sum()) and history.seconds_to_best() <= history.seconds
+    assert train.evaluate(model, va)["accuracy"] == pytest.approx(history.best_val_accuracy)  # best weights restored
+    assert history.time_to_accuracy(2.0) is None
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_and_resumed_run_ends_with_identical_weights(digits_loaders, tmp_path):
+    tr, va = digits_loaders
+    reference = small_cnn()
+    ref_history = train.fit(reference, tr, va, config())
+
+    ckpt = tmp_path / "run.pt"
+
+    def interrupt_after_two(epoch, record):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train.fit(small_cnn(), tr, va, config(checkpoint=str(ckpt)), on_epoch_end=interrupt_after_two)
+    assert ckpt.exists() and not list(tmp_path.glob(".*tmp")), "only the finished checkpoint, no temp file"
+    torch.manual_seed(1234)  # a different global RNG state must not matter: the checkpoint restores it
+    resumed = small_cnn(seed=99)  # different initial weights: they are overwritten by the checkpoint
+    history = train.fit(resumed, tr, va, config(checkpoint=str(ckpt)))
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3, 4]
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [e["val_accuracy"] for e in history.epochs] == [e["val_accuracy"] for e in ref_history.epochs]
+
+
+def test_corrupt_checkpoint_is_named_with_the_fix(digits_loaders, tmp_path):
+    tr, va = digits_loaders
+    ckpt = tmp_path / "run.pt"
+    ckpt.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated.*Delete it to start from scratch"):
+        train.fit(small_cnn(), tr, va, config(checkpoint=str(ckpt)))
+
+
+def test_checkpoint_of_another_model_or_config_is_refused(digits_loaders, tmp_path):
+    tr, va = digits_loaders
+    ckpt = tmp_path / "run.pt"
+    train.fit(small_cnn(), tr, va, config(epochs=1, checkpoint=str(ckpt)))
+    with pytest.raises(CheckpointError, match="saved for another model"):
+        train.fit(small_cnn(width=8), tr, va, config(epochs=1, checkpoint=str(ckpt)))
+    with pytest.raises(CheckpointError, match=r"another training config \(lr: 0.1 -> 0.2\)"):
+        train.fit(small_cnn(), tr, va, config(epochs=1, lr=0.2, checkpoint=str(ckpt)))
+    torch.save({"weights": 1}, ckpt)
+    with pytest.raises(CheckpointError, match="is not a course_utils.fit/1 checkpoint"):
+        train.fit(small_cnn(), tr, va, config(epochs=1, checkpoint=str(ckpt)))
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.pt"
+    train.save_checkpoint({"a": torch.zeros(3)}, target)
+
+    def broken_save(obj, f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        train.save_checkpoint({"a": torch.ones(3)}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target)["a"], torch.zeros(3)), "the previous checkpoint is intact"
+
+
+def test_nan_loss_stops_with_the_step_named(digits_loaders):
+    tr, va = digits_loaders
+
+    class PoisonAtStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.calls = small_cnn(), 0
+
+        def forward(self, x):
+            self.calls += self.training
+            out = self.net(x)
+            return out * float("nan") if self.training and self.calls == 30 else out
+
+    # 21 batches per epoch (1295 / 64, rounded up): training call 30 is epoch 2, step 9
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 2, step 9 of 21 \(global step 30\)"):
+        train.fit(PoisonAtStep(), tr, va, config())
+
+
+def test_early_stopping_stops_after_patience(digits_loaders):
+    tr, va = digits_loaders
+    history = train.fit(small_cnn(), tr, va, config(epochs=30, lr=1e-6, schedule="constant", patience=2))
+    assert history.stopped_early and len(history.epochs) == history.best_epoch + 2 < 30
+
+
+def test_aux_logits_are_weighted_like_googlenet():
+    criterion = nn.CrossEntropyLoss()
+    main, aux = torch.zeros(2, 3), torch.zeros(2, 3)
+    y = torch.tensor([0, 1])
+    loss, logits = train.default_loss((main, aux), y, criterion)
+    assert logits is main and loss.item() == pytest.approx(1.3 * torch.log(torch.tensor(3.0)).item())
+
+
+def test_bad_config_names():
+    with pytest.raises(UnknownNameError, match="unknown optimizer 'adam'"):
+        train.TrainConfig(optimizer="adam").validate()
+    with pytest.raises(UnknownNameError, match="unknown schedule"):
+        train.TrainConfig(schedule="step").validate()
+
+
+@pytest.mark.ddp
+def test_fit_under_torchrun_with_two_cpu_processes(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "tests" / "ddp_fit_worker.py"), str(out)],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert reports[0]["world_size"] == reports[1]["world_size"] == 2
+    assert reports[0]["weights_checksum"] == reports[1]["weights_checksum"], "ranks must end with equal weights"
+    assert reports[0]["steps_per_epoch"] == 11  # 1295 samples / 2 ranks / 64 per batch, rounded up
+    assert reports[0]["val_accuracy"] > 0.3
