@@ -1,7 +1,7 @@
 # Two commands for a fresh machine (see README):  make reproduce   and   make test
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 --durations=25
 
 .PHONY: setup reproduce reproduce-paper test test-fast browser-test clean-results
 

@@ -388,6 +388,8 @@ class DeviceLoader:
         self.drop_last, self.dtype, self.pad, self.seed = drop_last, dtype, pad, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        # Pad once, as airbench does: each batch then only gathers its crops.
+        self._padded = reflect_pad(self.images, pad) if augment and images.dtype == torch.uint8 and pad else None
         self.channels_last = self.device.type == "cuda" and images.ndim == 4
         if images.dtype == torch.uint8:
             channels = images.shape[1]
@@ -443,34 +445,49 @@ class DeviceLoader:
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
-            yield self.transform(self.images[idx], generator=g, train=True), self.labels[idx]
+            if self._padded is not None:
+                x = crop_flip(self._padded, idx, self.images.shape[-1], g)
+                yield self.transform(x), self.labels[idx]
+            else:
+                yield self.transform(self.images[idx]), self.labels[idx]
 
-    def transform(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                  train: bool = False) -> torch.Tensor:
-        """uint8 ``(B, C, H, W)`` -> normalised float; augmented when the loader augments and ``train``."""
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)`` -> normalised float (no augmentation): for evaluation batches too."""
         if self._scale is None:
             return images
-        x = images
-        if self.augment and train:
-            x = random_crop_flip(x, self.pad, generator)
-        x = x.to(self.dtype) * self._scale + self._shift
+        x = images.to(self.dtype) * self._scale + self._shift
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def reflect_pad(images: torch.Tensor, pad: int, chunk: int = 4096) -> torch.Tensor:
+    """Reflect-pad uint8 ``(N, C, H, W)`` to ``(N, C, H + 2 pad, W + 2 pad)``, still uint8 (chunked to bound memory)."""
+    # reflect padding is defined for float only; integral values survive the round trip exactly
+    return torch.cat([F.pad(images[i:i + chunk].float(), (pad, pad, pad, pad), mode="reflect").to(images.dtype)
+                      for i in range(0, len(images), chunk)])
+
+
+def crop_flip(padded: torch.Tensor, index: torch.Tensor, size: int,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random ``size`` x ``size`` windows of the padded images ``padded[index]``, half of them mirrored.
+
+    padded ``(N, C, size + 2 pad, size + 2 pad)``, index ``(B,)`` -> ``(B, C, size, size)``, same dtype.
+    The windows come from one advanced-indexing copy of a strided (unfold) view: no padded batch
+    is materialised first.
+    """
+    b = len(index)
+    dev = padded.device
+    shifts = torch.randint(0, padded.shape[-1] - size + 1, (2, b), generator=generator).to(dev)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(dev)
+    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # N x C x shifts x shifts x size x size (a view)
+    out = windows[index, :, shifts[0], shifts[1]]  # B x C x size x size
+    out[flips] = out[flips].flip(3)
+    return out
 
 
 def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random translation by up to ``pad`` pixels (reflect-padded crop) and horizontal flip, per sample.
 
-    One gather for the whole batch: images ``(B, C, H, W)`` -> same shape and dtype.
+    images ``(B, C, H, W)`` -> same shape and dtype.  ``DeviceLoader`` pads the whole split once instead.
     """
-    b, c, h, w = images.shape
-    dev = images.device
-    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(dev)
-    flips = (torch.rand(b, generator=generator) < 0.5).to(dev)
-    # reflect padding is defined for float only; integral values survive the round trip exactly
-    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
-    rows = torch.arange(h, device=dev)[None, :] + shifts[0][:, None]  # B x H
-    cols = torch.arange(w, device=dev)[None, :] + shifts[1][:, None]  # B x W
-    cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flip is a reversed column index
-    batch = torch.arange(b, device=dev)[:, None, None]
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # B x H x W x C (advanced dims first)
-    return out.permute(0, 3, 1, 2).to(images.dtype)
+    return crop_flip(reflect_pad(images, pad), torch.arange(len(images), device=images.device),
+                     images.shape[-1], generator)

@@ -1,0 +1,401 @@
+"""The batch runner: papermill over parameter grids, one folder per run, tables at the end.
+
+    python -m course_utils reproduce speedycnet --quick
+    python -m course_utils reproduce all --quick --jobs 2
+
+The grids live in ``reproduce.yaml`` at the repo root: per experiment, a notebook, the table it
+publishes, and a ``quick`` (CPU-scale) and ``paper`` (GPU-scale) parameter grid.  Every run writes,
+under ``results/runs/<experiment>/<run>/``:
+
+* ``notebook.ipynb`` — the executed notebook;
+* what the notebook published (``metrics.json``, CSV tables, PNG figures);
+* ``record.json`` — parameters, device, torch version, start and end time, status, the figures.
+
+A run whose ``record.json`` says ``ok`` for the same parameters is skipped, so a batch restarted
+after a crash or Ctrl-C picks up where it stopped (a killed run never wrote its record).  A failed
+run is reported with its notebook's error cell and the batch goes on.  At the end every
+experiment's runs are gathered into ``results/<experiment>.csv`` and ``.md`` (several seeds as
+mean ± std), and ``results/README.md`` is rebuilt.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from .errors import CourseError, DataNotFoundError, UnknownNameError
+from .results import write_text
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_PATH = REPO / "reproduce.yaml"
+DEFAULT_RESULTS = REPO / "results"
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclass
+class Run:
+    """One notebook execution with one parameter set."""
+
+    experiment: str
+    notebook: Path
+    parameters: dict[str, Any]
+    folder: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def load_config(path: Path = CONFIG_PATH) -> dict:
+    """The experiments and groups in ``reproduce.yaml``."""
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def experiment_names(config: dict, names: list[str]) -> list[str]:
+    """Expand group names (``all``) and check every name; unknown ones raise with the known list."""
+    experiments, groups = config["experiments"], config.get("groups", {})
+    out = []
+    for name in names or ["all"]:
+        if name in groups:
+            out.extend(groups[name])
+        elif name in experiments:
+            out.append(name)
+        else:
+            known = ", ".join(sorted(experiments) + sorted(groups))
+            raise UnknownNameError(f"unknown experiment {name!r}. Known experiments: {known}.")
+    return list(dict.fromkeys(out))
+
+
+def _run_folder_name(params: dict[str, Any], grid_keys: list[str]) -> str:
+    readable = ",".join(f"{k.lower()}={params[k]}" for k in grid_keys) or "default"
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
+
+
+def _dataset_available(name: str) -> bool:
+    from . import data
+
+    if name == "digits":
+        return True
+    try:
+        data.locate(name, download=os.environ.get("COURSE_OFFLINE") != "1")
+        return True
+    except DataNotFoundError:
+        return False
+
+
+def plan(config: dict, names: list[str], *, quick: bool, results_dir: Path) -> list[Run]:
+    """Every run of the named experiments: the product of each grid, with fixed parameters added.
+
+    A run whose dataset is not on this machine (and cannot be downloaded) falls back to the
+    embedded ``digits`` set, and its record says so.
+    """
+    runs = []
+    scale = "quick" if quick else "paper"
+    for name in experiment_names(config, names):
+        spec = config["experiments"][name]
+        setting = spec[scale]
+        grid = setting.get("grid", {}) or {}
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            params = {**(setting.get("params") or {}), **dict(zip(keys, values))}
+            notes = []
+            dataset_key = spec.get("dataset_param")
+            if dataset_key and dataset_key in params and not _dataset_available(params[dataset_key]):
+                notes.append(f"{params[dataset_key]} not found on this machine: ran on the embedded digits set")
+                params[dataset_key] = "digits"
+            folder = results_dir / "runs" / name / _run_folder_name(params, keys)
+            runs.append(Run(name, REPO / spec["notebook"], params, folder, notes))
+    # the same parameters twice (e.g. two datasets that both fell back to digits) run once
+    unique = {}
+    for r in runs:
+        unique.setdefault(r.folder, r)
+    return list(unique.values())
+
+
+def is_complete(run: Run) -> bool:
+    """True when the run's record says it finished with these exact parameters."""
+    record = run.folder / "record.json"
+    if not record.exists():
+        return False
+    try:
+        saved = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return False
+    return saved.get("status") == "ok" and saved.get("parameters") == run.parameters
+
+
+# ----------------------------------------------------------------------------- running
+def _error_cell(notebook_path: Path) -> str:
+    """The source and error of the first failed cell of an executed notebook."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(notebook_path, as_version=4)
+    except Exception:
+        return "(the executed notebook could not be read)"
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                source = "\n".join("    " + line for line in cell.source.splitlines()[-8:])
+                return f"the cell In [{cell.get('execution_count')}]:\n{source}\n  {out.get('ename')}: {out.get('evalue')}"
+    return "(no error cell found)"
+
+
+def execute(run: Run, *, smoke: bool = False, log=print) -> dict:
+    """Run one notebook through papermill into ``run.folder``; return and write its record."""
+    import papermill
+    import torch
+
+    from .device import device_name, get_device
+
+    if run.folder.exists():  # a half-finished earlier attempt: start it clean
+        shutil.rmtree(run.folder)
+    run.folder.mkdir(parents=True)
+    params = {**run.parameters, "RESULTS_DIR": str(run.folder.resolve())}
+    if smoke:
+        params["SMOKE"] = True
+    record = {"experiment": run.experiment, "run": run.name, "notebook": os.path.relpath(run.notebook, REPO),
+              "parameters": run.parameters, "notes": run.notes, "torch": torch.__version__,
+              "device": device_name(get_device()), "start": dt.datetime.now().isoformat(timespec="seconds")}
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(run.notebook), str(run.folder / "notebook.ipynb"), parameters=params,
+                                   cwd=str(run.notebook.parent), kernel_name="python3", progress_bar=False)
+        record["status"] = "ok"
+    except papermill.PapermillExecutionError as err:
+        record.update(status="failed", error=f"{err.ename}: {err.evalue}",
+                      error_cell=_error_cell(run.folder / "notebook.ipynb"))
+    except Exception as err:  # kernel died, notebook missing, ...
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", error_cell="")
+    record["end"] = dt.datetime.now().isoformat(timespec="seconds")
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    metrics_file = run.folder / "metrics.json"
+    record["metrics"] = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    if record["status"] == "ok" and record["metrics"].get("device"):
+        record["device"] = record["metrics"]["device"]
+    if record["status"] == "ok" and not metrics_file.exists():
+        record.update(status="failed", error="the notebook finished but published no metrics.json", error_cell="")
+    write_text(run.folder / "record.json", json.dumps(record, indent=2, default=str))
+    return record
+
+
+def _execute_quietly(run: Run, smoke: bool) -> dict:
+    return execute(run, smoke=smoke)
+
+
+def run_batch(names: list[str], *, quick: bool = True, jobs: int = 1, results_dir: Path = DEFAULT_RESULTS,
+              force: bool = False, smoke: bool = False, config: dict | None = None, log=print) -> list[dict]:
+    """Plan, skip what is complete, run the rest (``jobs`` at a time), then rebuild every table."""
+    config = config or load_config()
+    runs = plan(config, names, quick=quick, results_dir=results_dir)
+    todo = [r for r in runs if force or not is_complete(r)]
+    log(f"{len(runs)} runs planned, {len(runs) - len(todo)} already complete, {len(todo)} to run "
+        f"({'quick, CPU-scale' if quick else 'paper-scale'} grids from {CONFIG_PATH.name}).")
+    records = []
+
+    def report(run: Run, record: dict) -> None:
+        status = record["status"]
+        log(f"[{status:6s}] {run.experiment}/{run.name} in {record['seconds']:.0f} s -> {run.folder}")
+        for note in run.notes:
+            log(f"         note: {note}")
+        if status != "ok":
+            log(f"         {record['error']}\n         {record.get('error_cell', '')}".replace("\n", "\n         "))
+        records.append(record)
+
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_execute_quietly, r, smoke): r for r in todo}
+            for future, run in futures.items():
+                report(run, future.result())
+    else:
+        for i, run in enumerate(todo, 1):
+            log(f"[{i}/{len(todo)}] {run.experiment}/{run.name} ...")
+            report(run, execute(run, smoke=smoke))
+    for name in experiment_names(config, names):
+        build_tables(name, config, results_dir)
+    build_results_readme(config, results_dir)
+    failed = [r for r in records if r["status"] != "ok"]
+    log(f"\nResults: {results_dir / 'README.md'}  (runs under {results_dir / 'runs'})")
+    if failed:
+        log(f"{len(failed)} run(s) failed; fix them and run the same command again: completed runs are skipped.")
+    return records
+
+
+# ----------------------------------------------------------------------------- tables
+def _records(name: str, results_dir: Path) -> list[tuple[Path, dict]]:
+    out = []
+    for record_file in sorted((results_dir / "runs" / name).glob("*/record.json")):
+        record = json.loads(record_file.read_text())
+        if record.get("status") == "ok":
+            out.append((record_file.parent, record))
+    return out
+
+
+def aggregate(frame, seed_column: str = "seed"):
+    """Mean and standard deviation over seeds of every float column, grouped by the other columns.
+
+    Text, boolean and integer columns (dataset, batch size, MACs) identify a row; float columns are
+    measurements.  Returns a DataFrame with, for each float column ``c``: ``c`` (the mean), ``c_std``
+    (sample std, NaN for a single seed), and ``seeds`` (how many runs were averaged).
+    """
+    import pandas as pd
+
+    frame = frame.copy()
+    if seed_column not in frame:
+        frame[seed_column] = 0
+    numeric = [c for c in frame.columns if c != seed_column and pd.api.types.is_float_dtype(frame[c])]
+    keys = [c for c in frame.columns if c not in numeric and c != seed_column]
+    frame[keys] = frame[keys].astype(object).where(frame[keys].notna(), "")
+    grouped = frame.groupby(keys, sort=False, dropna=False) if keys else frame.groupby(lambda _: 0)
+    mean, std = grouped[numeric].mean(), grouped[numeric].std(ddof=1)
+    out = mean.copy()
+    for c in numeric:
+        out[f"{c}_std"] = std[c]
+    out["seeds"] = grouped[seed_column].nunique()
+    return out.reset_index(drop=not keys)
+
+
+def _format(value: Any, std: Any = None) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        digits = 4 if abs(value) < 1 else 2 if abs(value) < 1000 else 0
+        text = f"{value:,.{digits}f}"
+        if std is not None and isinstance(std, float) and not math.isnan(std):
+            text += f" ± {std:,.{digits}f}"
+        return text
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(frame) -> str:
+    """A GitHub Markdown table; ``c`` and ``c_std`` columns print as ``mean ± std``."""
+    columns = [c for c in frame.columns if not c.endswith("_std")]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        cells = [_format(row[c], row.get(f"{c}_std")) for c in columns]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def build_tables(name: str, config: dict, results_dir: Path):
+    """Gather every completed run's table into ``results/<name>.csv`` and ``.md``; None if there is none."""
+    import pandas as pd
+
+    spec = config["experiments"][name]
+    frames = []
+    for folder, record in _records(name, results_dir):
+        table_file = folder / f"{spec['table']}.csv"
+        if table_file.exists():
+            frame = pd.read_csv(table_file)
+            if "seed" not in frame and "SEED" in record["parameters"]:
+                frame["seed"] = record["parameters"]["SEED"]
+            frames.append(frame)
+    if not frames:
+        return None
+    combined = pd.concat(frames, ignore_index=True)
+    table = aggregate(combined)
+    table.to_csv(results_dir / f"{name}.csv", index=False)
+    write_text(results_dir / f"{name}.md", markdown_table(table) + "\n")
+    return table
+
+
+def build_results_readme(config: dict, results_dir: Path) -> Path:
+    """Rebuild ``results/README.md``: one section per experiment, claims next to our measured figures."""
+    lines = ["# Results", "",
+             "Generated by `python -m course_utils reproduce`; do not edit by hand. Each table says the scale it was",
+             "measured at and the device; each run's executed notebook and record are under `runs/`.", ""]
+    for name, spec in config["experiments"].items():
+        runs = _records(name, results_dir)
+        lines += [f"## {spec.get('title', name)}", ""]
+        if spec.get("claim"):
+            lines += [f"**Paper's claim:** {spec['claim']}", ""]
+        if not runs:
+            lines += [f"_Not run yet: `python -m course_utils reproduce {name} --quick`._", ""]
+            continue
+        table_md = results_dir / f"{name}.md"
+        devices = sorted({r["device"] for _, r in runs})
+        scales = sorted({str(r["metrics"].get("scale", "")) for _, r in runs} - {""})
+        lines += [f"**Measured on:** {'; '.join(devices)}", ""]
+        if scales:
+            lines += ["**Scale:** " + "; ".join(scales), ""]
+        notes = sorted({n for _, r in runs for n in r.get("notes", [])})
+        lines += [f"> {n}" for n in notes] + ([""] if notes else [])
+        if spec.get("headline"):
+            lines += [_headline(spec["headline"], [r["metrics"] for _, r in runs]), ""]
+        if table_md.exists():
+            lines += [table_md.read_text().rstrip(), ""]
+        first_folder = runs[0][0]
+        for png in sorted(first_folder.glob("*.png")):
+            rel = png.relative_to(results_dir)
+            lines += [f"![{png.stem}]({rel.as_posix()})", ""]
+        lines += [f"Runs: {len(runs)} · `{results_dir.name}/{name}.csv` · "
+                  f"notebook `{spec['notebook']}`", ""]
+    path = results_dir / "README.md"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_text(path, "\n".join(lines))
+    return path
+
+
+def _headline(template: str, metrics: list[dict]) -> str:
+    """Fill ``{metric}`` fields of a headline with the mean over runs (± std when several)."""
+    import statistics
+
+    def value(key: str) -> str:
+        xs = [m[key] for m in metrics if isinstance(m.get(key), (int, float))]
+        if not xs:
+            return "n/a"
+        mean = statistics.fmean(xs)
+        return _format(float(mean), float(statistics.stdev(xs)) if len(xs) > 1 else None)
+
+    import re
+
+    return re.sub(r"\{(\w+)\}", lambda m: value(m.group(1)), template)
+
+
+# ----------------------------------------------------------------------------- command line
+def main(argv: list[str]) -> int:
+    """``python -m course_utils reproduce [experiment ...] [--quick] [--jobs N] [--results DIR]``."""
+    import argparse
+
+    config = load_config()
+    known = sorted(config["experiments"]) + sorted(config.get("groups", {}))
+    parser = argparse.ArgumentParser(prog="python -m course_utils reproduce",
+                                     description="Run the course's notebooks over parameter grids and rebuild results/.")
+    parser.add_argument("experiments", nargs="*", default=["all"], help=f"any of: {', '.join(known)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="CPU-scale grids (minutes); default: paper-scale (GPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="independent runs in parallel processes")
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="output folder (default: results/)")
+    parser.add_argument("--force", action="store_true", help="re-run runs that are already complete")
+    parser.add_argument("--smoke", action="store_true", help="run every notebook in smoke mode (for testing)")
+    parser.add_argument("--list", action="store_true", help="print the planned runs and exit")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise CourseError("--jobs must be at least 1")
+    results_dir = Path(args.results).resolve()
+    if args.list:
+        for run in plan(config, args.experiments, quick=args.quick, results_dir=results_dir):
+            done = "done" if is_complete(run) else "todo"
+            print(f"{done}  {run.experiment}/{run.name}  {run.parameters}")
+        return 0
+    records = run_batch(args.experiments, quick=args.quick, jobs=args.jobs, results_dir=results_dir,
+                        force=args.force, smoke=args.smoke, config=config)
+    return 1 if any(r["status"] != "ok" for r in records) else 0
+
+

@@ -1,0 +1,78 @@
+"""Every notebook in notebooks/ runs end to end in smoke mode; none is committed with outputs.
+
+New notebooks are picked up by the glob: no edit here is needed to test them.
+"""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+CHECK_TAG = "nbval-check-output"  # cells whose output is deterministic: nbval compares it
+KEEP_TAG = "keep_output"  # the only cells allowed to carry committed outputs (nbval's reference)
+
+
+def ids(paths):
+    return [p.stem for p in paths]
+
+
+def tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def test_there_are_notebooks():
+    assert (REPO / "notebooks" / "00_setup_and_data.ipynb") in NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_notebook_is_committed_clean_with_a_literal_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("kernelspec", {}).get("name"), "papermill needs a kernelspec"
+    for cell in nb.cells:
+        if cell.cell_type == "code" and KEEP_TAG not in tags(cell):
+            assert not cell.get("outputs"), f"{path.name}: commit notebooks without outputs"
+        if KEEP_TAG in tags(cell):
+            assert CHECK_TAG in tags(cell), f"{path.name}: kept outputs exist only as nbval references"
+    params = [c for c in nb.cells if "parameters" in tags(c)]
+    assert len(params) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+    names = {}
+    for node in ast.parse(params[0].source).body:
+        assert isinstance(node, ast.Assign), f"{path.name}: the parameters cell holds assignments only"
+        names[node.targets[0].id] = ast.literal_eval(node.value)  # raises unless the value is a literal
+    assert names.get("SMOKE") is False, f"{path.name}: SMOKE = False is the default"
+    assert "RESULTS_DIR" in names and "SEED" in names
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_notebook_runs_in_smoke_mode(path, tmp_path):
+    import papermill
+
+    papermill.execute_notebook(
+        str(path), str(tmp_path / path.name), cwd=str(path.parent),
+        parameters={"SMOKE": True, "RESULTS_DIR": str(tmp_path / "results")},
+        kernel_name="python3", progress_bar=False, execution_timeout=900)
+    metrics = tmp_path / "results" / "metrics.json"
+    assert metrics.exists(), "the notebook publishes its figures (course_utils.results.publish)"
+    assert json.loads(metrics.read_text()).get("device"), "every result says which device produced it"
+
+
+CHECKED = [p for p in NOTEBOOKS
+           if any(CHECK_TAG in tags(c) for c in nbformat.read(p, as_version=4).cells)]
+
+
+@pytest.mark.notebook
+@pytest.mark.skipif(not CHECKED, reason="no notebook has cells tagged nbval-check-output")
+def test_deterministic_outputs_match_with_nbval():
+    """nbval re-runs the notebooks (smoke mode via COURSE_SMOKE=1) and compares the tagged cells' outputs."""
+    env = {**os.environ, "COURSE_SMOKE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                           "-o", "addopts=", *map(str, CHECKED)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -1,0 +1,142 @@
+"""The batch runner: skip-completed, resume after a kill, failure reports, seed aggregation, bad names."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from course_utils import reproduce
+from course_utils.__main__ import main as cli
+from course_utils.errors import UnknownNameError
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A real notebook, small and fast: it publishes a table whose figure depends on the seed.
+TOY_CELLS = [
+    ("SMOKE = False\nRESULTS_DIR = ''\nSEED = 0\nDATASET = 'digits'\nFAIL = False\nBLOCK_FILE = ''", ["parameters"]),
+    ("import os, time\nwhile BLOCK_FILE and os.path.exists(BLOCK_FILE):\n    time.sleep(0.2)", []),
+    ("assert not FAIL, 'this run was told to fail'", []),
+    ("import pandas as pd\nfrom course_utils import results\n"
+     "table = pd.DataFrame([{'dataset': DATASET, 'accuracy': 0.5 + 0.1 * SEED, 'n': 10}])\n"
+     "results.publish(RESULTS_DIR, metrics={'device': 'cpu (test)', 'scale': 'toy', 'accuracy': 0.5 + 0.1 * SEED},"
+     " tables={'toy': table})", []),
+]
+
+
+@pytest.fixture
+def toy(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src, metadata={"tags": t}) for src, t in TOY_CELLS]
+    path = tmp_path / "toy.ipynb"
+    nbformat.write(nb, path)
+
+    def config(grid, params=None):
+        return {"experiments": {"toy": {"title": "Toy", "notebook": str(path), "table": "toy", "claim": "none",
+                                        "headline": "accuracy {accuracy}", "dataset_param": "DATASET",
+                                        "quick": {"grid": grid, "params": params or {}},
+                                        "paper": {"grid": grid, "params": params or {}}}},
+                "groups": {"all": ["toy"]}}
+
+    return config, tmp_path / "results"
+
+
+@pytest.mark.notebook
+def test_seeds_aggregate_and_completed_runs_are_skipped(toy):
+    config, results = toy
+    cfg = config({"SEED": [0, 1, 2]})
+    records = reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lambda *_: None)
+    assert [r["status"] for r in records] == ["ok"] * 3
+    record = json.loads(next((results / "runs" / "toy").glob("seed=0-*/record.json")).read_text())
+    assert {"parameters", "device", "torch", "start", "end", "metrics"} <= set(record)
+    assert record["metrics"]["accuracy"] == 0.5 and record["device"] == "cpu (test)"
+    table = pd.read_csv(results / "toy.csv")
+    assert len(table) == 1 and table["seeds"][0] == 3
+    assert table["accuracy"][0] == pytest.approx(0.6) and table["accuracy_std"][0] == pytest.approx(0.1)
+    assert "0.6000 ± 0.1000" in (results / "toy.md").read_text()
+    readme = (results / "README.md").read_text()
+    assert "## Toy" in readme and "**Paper's claim:** none" in readme and "accuracy 0.6000 ± 0.1000" in readme
+    lines = []
+    again = reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lines.append)
+    assert again == [] and "3 already complete, 0 to run" in lines[0]
+
+
+@pytest.mark.notebook
+def test_failed_run_reports_its_error_cell_and_the_batch_goes_on(toy):
+    config, results = toy
+    cfg = config({"FAIL": [True, False]})
+    lines = []
+    records = reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lines.append)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    log = "\n".join(lines)
+    assert "AssertionError: this run was told to fail" in log
+    assert "assert not FAIL, 'this run was told to fail'" in log and "the cell In [4]:" in log
+    assert "1 run(s) failed" in log
+
+
+@pytest.mark.notebook
+def test_a_killed_batch_resumes_where_it_stopped(toy, tmp_path):
+    config, results = toy
+    block = tmp_path / "block"
+    block.touch()
+    cfg = config({"SEED": [0, 1, 2]}, {"BLOCK_FILE": ""})
+    cfg["experiments"]["toy"]["quick"]["grid"] = {"SEED": [0, 1, 2]}
+    # seed 1 blocks while the file exists: kill the batch while it waits there
+    cfg_path = tmp_path / "cfg.yaml"
+    code = ("import sys, yaml; from pathlib import Path; from course_utils import reproduce\n"
+            "cfg = yaml.safe_load(open(sys.argv[1])); block = sys.argv[2]\n"
+            "orig = reproduce.execute\n"
+            "def execute(run, **kw):\n"
+            "    if run.parameters['SEED'] == 1: run.parameters['BLOCK_FILE'] = block\n"
+            "    return orig(run, **kw)\n"
+            "reproduce.execute = execute\n"
+            "reproduce.run_batch(['toy'], results_dir=Path(sys.argv[3]), config=cfg)\n")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(cfg_path), str(block), str(results)],
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((results / "runs" / "toy").glob("seed=1-*/notebook.ipynb")):
+        time.sleep(0.5)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    folders = {p.name.split("-")[0]: p for p in (results / "runs" / "toy").iterdir()}
+    assert (folders["seed=0"] / "record.json").exists(), "the finished run kept its record"
+    assert not (folders["seed=1"] / "record.json").exists(), "the killed run wrote no record"
+    block.unlink()
+    lines = []
+    records = reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lines.append)
+    assert "1 already complete, 2 to run" in lines[0]
+    assert sorted(r["parameters"]["SEED"] for r in records) == [1, 2] and all(r["status"] == "ok" for r in records)
+    assert pd.read_csv(results / "toy.csv")["seeds"][0] == 3
+
+
+def test_unknown_experiment_gives_a_clear_error(capsys):
+    with pytest.raises(UnknownNameError, match="unknown experiment 'speedy'. Known experiments: "):
+        reproduce.experiment_names(reproduce.load_config(), ["speedy"])
+    assert cli(["reproduce", "speedy", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown experiment 'speedy'") and "Traceback" not in err
+
+
+def test_missing_dataset_falls_back_to_digits_and_says_so(toy, monkeypatch):
+    config, results = toy
+    monkeypatch.setattr(reproduce, "_dataset_available", lambda name: name == "digits")
+    runs = reproduce.plan(config({"DATASET": ["mnist", "digits"]}), ["toy"], quick=True, results_dir=results)
+    assert len(runs) == 1, "both fall back to digits: one run"
+    assert runs[0].parameters["DATASET"] == "digits" and "mnist not found" in runs[0].notes[0]
+
+
+def test_aggregate_keeps_integer_and_text_columns_as_keys():
+    frame = pd.DataFrame({"dataset": ["a", "a", "b"], "batch_size": [1, 1, 256], "seed": [0, 1, 0],
+                          "ms": [1.0, 3.0, 5.0]})
+    out = reproduce.aggregate(frame)
+    assert out[["dataset", "batch_size", "seeds"]].values.tolist() == [["a", 1, 2], ["b", 256, 1]]
+    assert out["ms"].tolist() == [2.0, 5.0] and out["ms_std"].iloc[0] == pytest.approx(2 ** 0.5)
