@@ -32,8 +32,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
-
+from .complexity import profile
 from .errors import ThresholdError
 
 Thresholds = float | Sequence[float | None] | None
@@ -236,14 +235,14 @@ class ExitCosts:
         return sum(self.stage_macs) + self.head_macs[-1]
 
 
-def count_macs(module: nn.Module, example: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """MACs of ``module`` on ``example`` per sample (FlopCounterMode FLOPs / 2), and its output."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = module(example)
-    return counter.get_total_flops() // 2 // len(example), out
-
-
 # ----------------------------------------------------------------------------- the network
+def count_macs(module: nn.Module, example: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """MACs of ``module`` per sample of ``example`` (counted by ``complexity.profile``), and its output."""
+    macs = profile(module, tuple(example.shape)).macs // len(example)
+    with torch.no_grad():
+        return macs, module(example)
+
+
 @dataclass
 class EarlyExitResult:
     """What ``infer`` returns for a batch of B samples."""
@@ -294,8 +293,8 @@ class ExitNetwork(nn.Module):
         x = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype)
         stage_macs, head_macs = [], []
         for stage, head in zip(self.stages, self.heads):
-            m, x = count_macs(stage, x)
-            stage_macs.append(m)
+            macs, x = count_macs(stage, x)
+            stage_macs.append(macs)
             head_macs.append(count_macs(head, x)[0])
         self.train(was_training)
         self.costs = ExitCosts(stage_macs, head_macs)
