@@ -23,6 +23,7 @@ import functools
 import gzip
 import os
 import pickle
+import shutil
 import socket
 import struct
 from dataclasses import dataclass
@@ -153,11 +154,16 @@ def _download(name: str, roots: list[Path]) -> None:
     if target is None:
         raise OSError("no writable data folder")
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    before = set(target.iterdir())
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urllib calls have no timeout
     try:
         for train in (True, False):
             cls(str(target), train=train, download=True)
+    except BaseException:
+        for created in set(target.iterdir()) - before:  # no partial download or empty folder left behind
+            shutil.rmtree(created) if created.is_dir() else created.unlink(missing_ok=True)
+        raise
     finally:
         socket.setdefaulttimeout(previous)
 

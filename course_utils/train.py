@@ -153,7 +153,7 @@ def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = N
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
     for x, y in data:
-        with _autocast(device, amp):
+        with autocast(device, amp):
             loss, logits = compute_loss(model(x), y)
         loss_sum += loss.float() * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -162,7 +162,8 @@ def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = N
     return {"loss": loss_sum.item() / max(n, 1), "accuracy": correct.item() / max(n, 1), "n": n}
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (fp16 where bf16 is missing); a no-op context elsewhere, where it would be slower."""
     if enabled and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -344,7 +345,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
             first_bad = torch.full((), -1, device=device, dtype=torch.long)
             seen = 0
             for step, (x, y) in enumerate(loader):
-                with _autocast(device, config.amp):
+                with autocast(device, config.amp):
                     loss, logits = compute_loss(net(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -431,5 +432,5 @@ def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
     return module
 
 
-__all__ = ["TrainConfig", "History", "fit", "evaluate", "default_loss", "save_checkpoint", "load_checkpoint",
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "default_loss", "autocast", "save_checkpoint", "load_checkpoint",
            "init_distributed", "unwrap", "count_parameters", "set_trainable"]

@@ -2,6 +2,7 @@
 import gzip
 import shutil
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,7 +96,9 @@ def test_missing_data_offline_gives_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "nothing_here"))
     monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo_data")
 
-    def offline(*args, **kwargs):
+    def offline(self):  # as torchvision does: make the folder, then fail to fetch
+        Path(self.raw_folder).mkdir(parents=True, exist_ok=True)
+        (Path(self.raw_folder) / "train-images-idx3-ubyte.gz").write_bytes(b"partial")
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     import torchvision.datasets
@@ -107,7 +110,7 @@ def test_missing_data_offline_gives_one_clear_error(tmp_path, monkeypatch):
     for place in ("mine", "nothing_here", "repo_data"):
         assert str(tmp_path / place) in message
     assert "MNIST/raw/" in message and "COURSE_DATA_DIR" in message and "download=True" in message
-    assert not any((tmp_path / "mine").glob("**/*.gz")), "no partial download left behind"
+    assert list((tmp_path / "mine").iterdir()) == [], "no partial download or empty folder left behind"
 
 
 def test_unknown_names_list_the_known_ones():

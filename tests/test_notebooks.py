@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_checks import CHECKS
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -61,6 +62,8 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
     metrics = tmp_path / "results" / "metrics.json"
     assert metrics.exists(), "the notebook publishes its figures (course_utils.results.publish)"
     assert json.loads(metrics.read_text()).get("device"), "every result says which device produced it"
+    if path.stem in CHECKS:
+        CHECKS[path.stem](tmp_path / "results")
 
 
 CHECKED = [p for p in NOTEBOOKS
