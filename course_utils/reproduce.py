@@ -51,6 +51,7 @@ class Run:
     parameters: dict[str, Any]
     folder: Path
     notes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the notebook's kernel
 
     @property
     def name(self) -> str:
@@ -119,7 +120,8 @@ def plan(config: dict, names: list[str], *, quick: bool, results_dir: Path) -> l
                 notes.append(f"{params[dataset_key]} not found on this machine: ran on the embedded digits set")
                 params[dataset_key] = "digits"
             folder = results_dir / "runs" / name / _run_folder_name(params, keys)
-            runs.append(Run(name, REPO / spec["notebook"], params, folder, notes))
+            env = {k: str(v) for k, v in (spec.get("env") or {}).items()}
+            runs.append(Run(name, REPO / spec["notebook"], params, folder, notes, env))
     # the same parameters twice (e.g. two datasets that both fell back to digits) run once
     unique = {}
     for r in runs:
@@ -173,6 +175,8 @@ def execute(run: Run, *, smoke: bool = False, log=print) -> dict:
               "parameters": run.parameters, "notes": run.notes, "torch": torch.__version__,
               "device": device_name(get_device()), "start": dt.datetime.now().isoformat(timespec="seconds")}
     t0 = time.perf_counter()
+    saved_env = {k: os.environ.get(k) for k in run.env}
+    os.environ.update(run.env)  # the kernel inherits this process's environment
     try:
         papermill.execute_notebook(str(run.notebook), str(run.folder / "notebook.ipynb"), parameters=params,
                                    cwd=str(run.notebook.parent), kernel_name="python3", progress_bar=False)
@@ -182,6 +186,9 @@ def execute(run: Run, *, smoke: bool = False, log=print) -> dict:
                       error_cell=_error_cell(run.folder / "notebook.ipynb"))
     except Exception as err:  # kernel died, notebook missing, ...
         record.update(status="failed", error=f"{type(err).__name__}: {err}", error_cell="")
+    finally:
+        for k, v in saved_env.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     record["end"] = dt.datetime.now().isoformat(timespec="seconds")
     record["seconds"] = round(time.perf_counter() - t0, 1)
     metrics_file = run.folder / "metrics.json"
