@@ -42,6 +42,7 @@ def refresh(path: Path) -> None:
         if cell.cell_type == "code" and KEEP in cell.metadata.get("tags", []):
             ran = by_id[cell.get("id")]
             cell.outputs = ran.outputs
+            cell.execution_count = ran.execution_count  # nbval ignores a reference cell that never ran
     nbformat.write(nb, path)
 
 
