@@ -345,7 +345,7 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
         notes = sorted({n for _, r in runs for n in r.get("notes", [])})
         lines += [f"> {n}" for n in notes] + ([""] if notes else [])
         if spec.get("headline"):
-            lines += [_headline(spec["headline"], [r["metrics"] for _, r in runs]), ""]
+            lines += _headlines(spec, runs) + [""]
         if table_md.exists():
             lines += [table_md.read_text().rstrip(), ""]
         first_folder = runs[0][0]
@@ -358,6 +358,17 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(lines))
     return path
+
+
+def _headlines(spec: dict, runs: list[tuple[Path, dict]]) -> list[str]:
+    """One headline per dataset: a mean over MNIST and CIFAR-10 runs would describe neither."""
+    key = spec.get("dataset_param")
+    groups: dict[str, list[dict]] = {}
+    for _, record in runs:
+        groups.setdefault(str(record["parameters"].get(key, "")) if key else "", []).append(record["metrics"])
+    if len(groups) == 1:
+        return [_headline(spec["headline"], next(iter(groups.values())))]
+    return [f"- **{name}:** {_headline(spec['headline'], metrics)}" for name, metrics in sorted(groups.items())]
 
 
 def _headline(template: str, metrics: list[dict]) -> str:

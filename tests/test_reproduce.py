@@ -140,3 +140,26 @@ def test_aggregate_keeps_integer_and_text_columns_as_keys():
     out = reproduce.aggregate(frame)
     assert out[["dataset", "batch_size", "seeds"]].values.tolist() == [["a", 1, 2], ["b", 256, 1]]
     assert out["ms"].tolist() == [2.0, 5.0] and out["ms_std"].iloc[0] == pytest.approx(2 ** 0.5)
+
+
+def test_headlines_are_per_dataset_and_average_seeds_within_one():
+    spec = {"headline": "{speedup}x", "dataset_param": "DATASET"}
+    runs = [(Path("a"), {"parameters": {"DATASET": d, "SEED": s}, "metrics": {"speedup": v}})
+            for d, s, v in [("mnist", 0, 20.0), ("mnist", 1, 30.0), ("cifar10", 0, 3.0)]]
+    assert reproduce._headlines(spec, runs) == ["- **cifar10:** 3.00x", "- **mnist:** 25.00 ± 7.07x"]
+    assert reproduce._headlines(spec, runs[:2]) == ["25.00 ± 7.07x"]
+
+
+def test_every_experiment_names_a_notebook_and_only_its_parameters():
+    import ast
+
+    config = reproduce.load_config()
+    assert {"speedycnet", "edcnn", "nas", "architectures"} <= set(config["groups"]["all"])
+    for name, spec in config["experiments"].items():
+        nb = nbformat.read(reproduce.REPO / spec["notebook"], as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        declared = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                    for t in node.targets}
+        for block in ("quick", "paper"):
+            used = set(spec[block]["grid"]) | set(spec[block].get("params") or {})
+            assert used <= declared, f"{name}/{block}: {sorted(used - declared)} are not parameters of the notebook"
