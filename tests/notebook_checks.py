@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+# Parameters beyond SMOKE and RESULTS_DIR, as file names inside the results folder.
+PATH_PARAMETERS = {"11_edcnn": {"PANEL_SCORES_PATH": "panel.pt"}}
+
 
 def check_08_nas(out: Path) -> None:
     table = pd.read_csv(out / "nas.csv")
@@ -25,4 +28,39 @@ def check_08_nas(out: Path) -> None:
         assert (out / f"{name}.png").stat().st_size > 1000
 
 
-CHECKS = {"08_nas": check_08_nas}
+def check_10_speedycnet(out: Path) -> None:
+    table = pd.read_csv(out / "speedycnet.csv")
+    assert list(table.columns) == ["dataset", "model", "device", "train_seconds", "test_accuracy", "speedup_vs_vgg16",
+                                   "scale", "seed", "time_to_target_seconds", "protocol"]
+    assert set(table["protocol"]) == {"early_stopping", "equal_epochs"}
+    assert {"VGG16", "SpeedyCNet"} <= set(table["model"])
+    assert (table["train_seconds"] > 0).all() and table["device"].str.startswith("cpu").all()
+    assert (table[table["model"] == "VGG16"]["speedup_vs_vgg16"] == 1.0).all()
+    for protocol, rows in table.groupby("protocol"):  # the speed-up is the measured ratio, within one protocol
+        base = rows.loc[rows["model"] == "VGG16", "train_seconds"].item()
+        assert (rows["speedup_vs_vgg16"] - base / rows["train_seconds"]).abs().max() < 1e-9, protocol
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"].startswith("cpu") and "width_mult 0.125" in metrics["scale"]
+    assert (out / "speedycnet_plots.png").stat().st_size > 1000
+
+
+def check_11_edcnn(out: Path) -> None:
+    from course_utils import edcnn
+    from course_utils.widgets import ThresholdPanel, format_stats
+
+    table = pd.read_csv(out / "edcnn.csv")
+    assert list(table.columns) == edcnn.TABLE_COLUMNS + ["scale", "seed", "policy"]
+    assert set(table["batch_size"]) >= {1, 256} and set(table["mode"]) == {"frozen", "joint"}
+    assert set(table["policy"]) == {"max_softmax", "entropy"}
+    assert table["dataset"].str.contains("CIFAR-10 \\(JPEG-decoded copy\\)|digits").all()
+    assert table["time_reduction_pct"].round(6).equals(
+        (100 * (1 - table["ms_per_image_edcnn"] / table["ms_per_image_full"])).round(6))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"].startswith("cpu") and "width" in metrics["scale"]
+    panel = ThresholdPanel.load(out / "panel.pt")
+    assert panel.stats.value == format_stats(panel.sweep(), full_macs=panel.costs.full)
+    for name in ("edcnn_frontier", "edcnn_macs_vs_time", "edcnn_exits_per_class"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+
+
+CHECKS = {"08_nas": check_08_nas, "10_speedycnet": check_10_speedycnet, "11_edcnn": check_11_edcnn}

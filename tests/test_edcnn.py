@@ -1,9 +1,7 @@
 """edCNN: exits attached to a backbone, branch training, budgets, anytime mode, and the notebook in smoke mode."""
-import json
 import warnings
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -365,29 +363,3 @@ def test_benchmark_and_time_breakdown_account_for_every_mac(trained, digits):
 def test_exit_distribution_per_class():
     frame = edcnn.exit_distribution(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 1]), 3, ["a", "b"])
     assert frame.loc["a"].tolist() == [0.5, 0.5, 0.0] and frame.loc["b"].tolist() == [0.0, 0.5, 0.5]
-
-
-# ----------------------------------------------------------------------------- the notebook
-@pytest.mark.notebook
-@pytest.mark.slow  # a Jupyter kernel, CIFAR-10 decoding, two tiny trainings and the timings: ~40-60 s
-def test_notebook_runs_in_smoke_mode_and_publishes_the_table(tmp_path, require_dataset):
-    require_dataset("cifar10")
-    papermill = pytest.importorskip("papermill")
-    from course_utils.widgets import ThresholdPanel, format_stats
-
-    results, scores = tmp_path / "results", tmp_path / "panel.pt"
-    papermill.execute_notebook(str(REPO / "notebooks" / "11_edcnn.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters={"SMOKE": True, "RESULTS_DIR": str(results),
-                                           "PANEL_SCORES_PATH": str(scores)},
-                               cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False)
-    table = pd.read_csv(results / "edcnn.csv")
-    assert list(table.columns) == edcnn.TABLE_COLUMNS + ["scale", "seed", "policy"]
-    assert set(table["batch_size"]) >= {1, 256} and set(table["mode"]) == {"frozen", "joint"}
-    assert set(table["policy"]) == {"max_softmax", "entropy"}
-    assert (table["dataset"] == "CIFAR-10 (JPEG-decoded copy)").all()
-    assert table["time_reduction_pct"].round(6).equals(
-        (100 * (1 - table["ms_per_image_edcnn"] / table["ms_per_image_full"])).round(6))
-    metrics = json.loads((results / "metrics.json").read_text())
-    assert metrics["device"].startswith("cpu") and "width" in metrics["scale"]
-    panel = ThresholdPanel.load(scores)
-    assert panel.stats.value == format_stats(panel.sweep(), full_macs=panel.costs.full)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from notebook_checks import CHECKS
+from notebook_checks import CHECKS, PATH_PARAMETERS
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -55,9 +55,10 @@ def test_notebook_is_committed_clean_with_a_literal_parameters_cell(path):
 def test_notebook_runs_in_smoke_mode(path, tmp_path):
     import papermill
 
+    extra = {name: str(tmp_path / "results" / file) for name, file in PATH_PARAMETERS.get(path.stem, {}).items()}
     papermill.execute_notebook(
         str(path), str(tmp_path / path.name), cwd=str(path.parent),
-        parameters={"SMOKE": True, "RESULTS_DIR": str(tmp_path / "results")},
+        parameters={"SMOKE": True, "RESULTS_DIR": str(tmp_path / "results"), **extra},
         kernel_name="python3", progress_bar=False, execution_timeout=900)
     metrics = tmp_path / "results" / "metrics.json"
     assert metrics.exists(), "the notebook publishes its figures (course_utils.results.publish)"
