@@ -1,0 +1,313 @@
+"""The edCNN threshold panel of notebook 11 in a real browser: a person's slider moves give Python's numbers.
+
+JupyterLab runs a parameterised smoke-mode copy of ``notebooks/11_edcnn.ipynb``; headless Chromium runs all
+cells, then moves an exit-threshold slider three ways (typing into its readout, arrow keys on its handle, a
+click on its track) and drags the budget slider.  After each move, the panel's text must EQUAL what
+``ThresholdPanel.load(saved).text_for(thresholds)`` (the core's ``sweep`` + ``format_stats``) gives on the
+scores the notebook saved, for the thresholds read back from the handles, and its plot must be the very PNG
+the panel draws for them.  Then the slider round trip (key press -> updated text) is timed on a second panel
+over 10,000 samples.  Screenshots and the latencies (latency.json) go to the test's tmp folder.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import time
+
+import nbformat
+import pytest
+from conftest import PageErrors, error_outputs, run_all_and_wait
+from lab_server import REPO, lab_server
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
+
+pytestmark = pytest.mark.browser
+
+# The default smoke run trains 2 steps of batch 128: every confidence is then ~0.1006 and the sliders hardly
+# change a number, so a wrong panel could pass.  Batch 16 (13 steps per epoch) at a higher peak LR costs the
+# same seconds and spreads the confidences over ~0.12-1.0, so that most slider moves change the text.
+PARAMETERS = {"SMOKE": True, "BATCH_SIZE": 16, "LR": 0.4}
+BIG_SAMPLES = 10_000
+# Appended to the copy only: the same panel over 10,000 samples for the latency measurement.  CIFAR-10's val
+# split has 5,000 images, so this panel caches the logits of the notebook's network on the 10,000 test images;
+# nothing is chosen on it, it only times the slider round trip at that size.
+BIG_PANEL_CELL = """\
+# browser test only: the threshold panel over {n} samples, to time the slider round trip at that size
+x_big, y_big = data.load(DATASET, "test")
+x_big, y_big = x_big[:{n}], y_big[:{n}]
+big_loader = data.DeviceLoader.for_dataset(DATASET, x_big, y_big, train=False, batch_size=256, device=DEVICE)
+panel_big = ThresholdPanel(exits.collect_logits(nets[m0], big_loader), nets[m0].costs, panel_policy,
+                           exit_latency_ms=latency.exit_ms(1), images=x_big, thresholds=panel.thresholds())
+assert len(panel_big.scores) == {n}, len(panel_big.scores)
+display(panel_big.widget)
+panel_big.save({path!r})
+"""
+PRESSES = 20  # timed key presses on the big panel
+LATENCY_GOAL_MS = 300  # the issue's goal (reported)
+LATENCY_LIMIT_MS = 1500  # what fails the test: generous, for a loaded 2-core CI machine
+
+STATE_JS = """panel => {
+    const sliders = [...panel.querySelectorAll('.widget-hslider')];
+    const value = s => s.querySelector('.noUi-handle').getAttribute('aria-valuetext');
+    const text = cls => panel.querySelector(cls + ' .widget-html-content').textContent;
+    return {thresholds: sliders.slice(0, -1).map(value), budget: value(sliders[sliders.length - 1]),
+            budgetLabel: sliders[sliders.length - 1].querySelector('.widget-label').textContent,
+            stats: text('.edcnn-panel-stats'), budgetText: text('.edcnn-panel-budget')};
+}"""
+# The Image widget shows a blob: URL that is revoked when the next image arrives: read the bytes at once.
+PLOT_JS = """async panel => {
+    const img = panel.querySelector('img.edcnn-panel-plot');
+    try {
+        const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+        let s = '';
+        for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+        return btoa(s);
+    } catch (err) { return null; }
+}"""
+# Browser-side clock for the round trip: the key's keydown and the first change of each text after it.
+INSTRUMENT_JS = """panel => {
+    const rt = window.__roundTrip = {key: 0, stats: 0, budget: 0};
+    document.addEventListener('keydown', () => { rt.key = performance.now(); rt.stats = 0; rt.budget = 0; }, true);
+    const watch = (cls, field) => new MutationObserver(() => { if (rt.key && !rt[field]) rt[field] = performance.now(); })
+        .observe(panel.querySelector(cls), {subtree: true, childList: true, characterData: true});
+    watch('.edcnn-panel-stats', 'stats');
+    watch('.edcnn-panel-budget', 'budget');
+}"""
+
+
+def smoke_copy(folder, panel_path, big_panel_path):
+    """notebook 11 with PARAMETERS injected (papermill) and the big-panel cell appended, written into ``folder``."""
+    nb = load_notebook_node(str(REPO / "notebooks" / "11_edcnn.ipynb"))  # as papermill reads it (tags on every cell)
+    nb = parameterize_notebook(nb, {**PARAMETERS, "PANEL_SCORES_PATH": str(panel_path)})
+    nb.cells.append(nbformat.v4.new_code_cell(BIG_PANEL_CELL.format(n=BIG_SAMPLES, path=str(big_panel_path))))
+    path = folder / "notebooks" / "11_edcnn.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(nb, path)
+    return path
+
+
+class PanelView:
+    """One ``.edcnn-panel`` on the page, next to the same panel rebuilt in this process from the saved scores."""
+
+    def __init__(self, page, index: int, saved_path):
+        from course_utils.widgets import ThresholdPanel
+
+        self.page, self.locator = page, page.locator(".edcnn-panel").nth(index)
+        self.model = ThresholdPanel.load(saved_path)
+        self._png: dict[tuple, bytes] = {}
+
+    def slider(self, k: int):
+        return self.locator.locator(".widget-hslider").nth(k)
+
+    def state(self) -> dict:
+        s = self.locator.evaluate(STATE_JS)
+        s["thresholds"] = [float(v) for v in s["thresholds"]]  # aria-valuetext: the exact value sent to the kernel
+        s["budget"] = float(s["budget"])
+        return s
+
+    def plot(self) -> bytes | None:
+        data = self.locator.evaluate(PLOT_JS)
+        return base64.b64decode(data) if data else None
+
+    def text_for(self, thresholds) -> str:
+        return self.model.text_for(thresholds)
+
+    def png_for(self, thresholds) -> bytes:
+        key = tuple(thresholds)
+        if key not in self._png:
+            self.model.set_thresholds(list(thresholds))  # the panel's own update(): sweep, text, PNG
+            self._png[key] = self.model.plot.value
+        return self._png[key]
+
+    def budget_line(self, thresholds, budget_m: float) -> str:
+        """The budget line the panel must show: budget, thresholds, cost of these thresholds and the verdict."""
+        from course_utils.widgets import format_macs
+
+        cost, budget = self.model.sweep(thresholds).mean_macs, budget_m * 1e6
+        verdict = "within budget" if cost <= budget + 0.5 else "over budget"
+        return (f"budget {format_macs(budget)} MACs/image · thresholds {', '.join(f'{t:.2f}' for t in thresholds)}"
+                f" · cost {format_macs(cost)} MACs/image ({verdict})")
+
+    def settle(self, condition=lambda s: True, timeout_s: float = 90) -> dict:
+        """Wait until the page shows exactly what Python computes for the thresholds on the handles (twice, 0.3 s
+        apart, and ``condition(state)`` holds); return that state.  Fails with the last difference seen."""
+        deadline, last, agreed = time.time() + timeout_s, None, None
+        while time.time() < deadline:
+            s = self.state()
+            thr = s["thresholds"]
+            problems = []
+            if not condition(s):
+                problems.append(f"condition not met yet: {thr}, budget {s['budget']}")
+            if s["stats"] != self.text_for(thr):
+                problems.append(f"stats {s['stats']!r} != Python {self.text_for(thr)!r} for {thr}")
+            if s["budgetText"] != self.budget_line(thr, s["budget"]):
+                problems.append(f"budget line {s['budgetText']!r} != {self.budget_line(thr, s['budget'])!r}")
+            if not problems and self.plot() != self.png_for(thr):
+                problems.append(f"the plot is not the PNG the panel draws for {thr}")
+            if problems:
+                last, agreed = problems, None
+            elif agreed == s:
+                return s
+            else:
+                agreed = s
+                time.sleep(0.3)
+                continue
+            time.sleep(0.15)
+        raise AssertionError("the panel never showed Python's numbers: " + "; ".join(last or ["?"]))
+
+
+def pick(view: PanelView, now: list[float], k: int, candidates, spread: int = 0) -> float:
+    """The first candidate value for threshold ``k`` whose text and plot differ from those of ``now`` (also at
+    +-``spread`` slider steps, for moves that can land a step off), so that a stale page cannot pass."""
+    text, png = view.text_for(now), view.png_for(now)
+    for v in candidates:
+        values = [round(v + d / 100, 2) for d in range(-spread, spread + 1)]
+        if all(0 <= x <= 1 for x in values):
+            options = [now[:k] + [x] + now[k + 1:] for x in values]
+            if all(view.text_for(o) != text and view.png_for(o) != png for o in options):
+                return v
+    raise AssertionError(f"no value of threshold {k + 1} changes the panel from {now}: the smoke model is degenerate")
+
+
+def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, tmp_path, require_dataset,
+                                                                 record_property):
+    require_dataset("cifar10")
+    started = time.perf_counter()
+    panel_path, big_path = tmp_path / "panel.pt", tmp_path / "panel_10k.pt"
+    notebook = smoke_copy(tmp_path / "root", panel_path, big_path)
+    with lab_server(tmp_path / "lab", env_extra={"COURSE_SMOKE": "1"}, root=tmp_path / "root") as server:
+        page = browser_context.new_page()
+        errors = PageErrors(page)
+        page.goto(f"{server.url}/lab/tree/{notebook.relative_to(tmp_path / 'root').as_posix()}")
+        run_all_and_wait(page, timeout_s=500)
+        assert error_outputs(page) == []
+        page.locator(".edcnn-panel").nth(1).wait_for(timeout=60_000)
+        assert page.locator(".edcnn-panel").count() == 2  # the notebook's panel and the 10,000-sample one
+        ran = time.perf_counter()
+
+        view = PanelView(page, 0, panel_path)
+        early = view.model.scores.num_exits - 1
+        state = view.settle()  # as rendered by Run All
+        assert state["budgetLabel"] == "budget M MACs/image"
+        assert len(state["thresholds"]) == early
+        assert state["thresholds"] == pytest.approx(view.model.thresholds(), abs=1e-9)  # what the notebook saved
+        # the slider whose moves change the most
+        k = max(range(early), key=lambda j: len({view.text_for(state["thresholds"][:j] + [x / 100] +
+                                                                state["thresholds"][j + 1:]) for x in range(101)}))
+        slider = view.slider(k)
+        view.locator.screenshot(path=str(tmp_path / "panel_0_before.png"))
+        plot_before = view.plot()
+
+        # 1. type into the readout
+        now = state["thresholds"]
+        rule = view.model.scores.confidence if view.model.policy_name == "max_softmax" else view.model.scores.entropy
+        middle = float(rule[k].median())  # where this exit's decisions are
+        typed = pick(view, now, k, sorted((x / 100 for x in range(101)), key=lambda x: abs(x - middle)))
+        slider.locator(".widget-readout").click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(f"{typed:.2f}")
+        page.keyboard.press("Enter")
+        state = view.settle(lambda s: s["thresholds"][k] == pytest.approx(typed, abs=1e-9))
+        assert state["thresholds"][:k] + state["thresholds"][k + 1:] == now[:k] + now[k + 1:]
+        plot_after = view.plot()
+        assert plot_after != plot_before, "the plot did not change when the slider moved"
+        view.locator.screenshot(path=str(tmp_path / "panel_1_typed.png"))
+
+        # 2. arrow keys on the handle
+        now = state["thresholds"]
+        target = pick(view, now, k, [round(typed + s * n / 100, 2) for n in (3, 4, 5, 6, 2, 1) for s in (1, -1)])
+        steps = round((target - typed) * 100)
+        handle = slider.locator(".noUi-handle")
+        for _ in range(abs(steps)):
+            handle.press("ArrowRight" if steps > 0 else "ArrowLeft")
+        state = view.settle(lambda s: s["thresholds"][k] == pytest.approx(target, abs=1e-9))
+        view.locator.screenshot(path=str(tmp_path / "panel_2_keys.png"))
+
+        # 3. a click on the track (a track is ~150 px for 100 steps: the click may land a step off)
+        now = state["thresholds"]
+        clicked = pick(view, now, k, sorted((x / 100 for x in range(5, 96)), key=lambda x: abs(x - 0.5)), spread=2)
+        base = slider.locator(".noUi-base")
+        base.scroll_into_view_if_needed()
+        box = base.bounding_box()
+        page.mouse.click(box["x"] + clicked * box["width"], box["y"] + box["height"] / 2)
+        page.wait_for_function("() => !document.querySelector('.noUi-state-tap')", timeout=30_000)
+        state = view.settle(lambda s: abs(s["thresholds"][k] - clicked) <= 0.025)
+        assert view.text_for(state["thresholds"]) != view.text_for(now)
+        view.locator.screenshot(path=str(tmp_path / "panel_3_click.png"))
+
+        # 4. drag the budget slider to the middle of its range: the thresholds follow, and fit the budget
+        before = state["thresholds"]
+        budget_slider = view.slider(early)
+        budget_slider.scroll_into_view_if_needed()
+        grip, track = budget_slider.locator(".noUi-handle").bounding_box(), budget_slider.locator(".noUi-base").bounding_box()
+        page.mouse.move(grip["x"] + grip["width"] / 2, grip["y"] + grip["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(track["x"] + 0.5 * track["width"], grip["y"] + grip["height"] / 2, steps=8)
+        page.mouse.up()
+
+        def chosen(s):
+            want = view.model.controller.choose(macs_per_image=s["budget"] * 1e6).policy.resolved(early + 1)[:early]
+            return s["thresholds"] == pytest.approx(want, abs=1e-9)
+
+        state = view.settle(chosen)
+        budget_macs = state["budget"] * 1e6
+        lo, hi = view.model.budget.min * 1e6, view.model.budget.max * 1e6
+        assert lo < budget_macs < hi, "the drag moved the budget inside its range"
+        mean_macs = view.model.sweep(state["thresholds"]).mean_macs  # Python, on the saved scores
+        assert mean_macs <= budget_macs, f"thresholds {state['thresholds']} cost {mean_macs} > budget {budget_macs}"
+        assert "(within budget)" in state["budgetText"]
+        assert state["thresholds"] != before
+        view.locator.screenshot(path=str(tmp_path / "panel_4_budget.png"))
+
+        # 5. the round trip on the panel over 10,000 samples: key press -> updated text, timed in the page
+        big = PanelView(page, 1, big_path)
+        assert len(big.model.scores) == BIG_SAMPLES
+        state = big.settle()
+        now, half = state["thresholds"], PRESSES // 2
+        # start where the first exit's slider changes the text on most of the presses
+        texts = [big.text_for([x / 100] + now[1:]) for x in range(101)]
+        start = max(range(101 - half), key=lambda x: len(set(texts[x:x + half + 1]))) / 100
+        big.slider(0).locator(".widget-readout").click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(f"{start:.2f}")
+        page.keyboard.press("Enter")
+        state = big.settle(lambda s: s["thresholds"][0] == pytest.approx(start, abs=1e-9))
+        big.locator.evaluate(INSTRUMENT_JS)
+        handle = big.slider(0).locator(".noUi-handle")
+        stats_ms, text_ms = [], []
+        for i in range(PRESSES):
+            old = big.text_for(state["thresholds"])
+            key = "ArrowRight" if i < half else "ArrowLeft"
+            value = round(state["thresholds"][0] + (0.01 if key == "ArrowRight" else -0.01), 2)
+            stats_change = big.text_for([value] + state["thresholds"][1:]) != old
+            handle.press(key)
+            # the budget line names the thresholds, so it changes on every press; it is sent after the stats
+            page.wait_for_function(f"() => window.__roundTrip.budget > 0 && "
+                                   f"({'window.__roundTrip.stats > 0' if stats_change else 'true'})", timeout=30_000)
+            rt = page.evaluate("() => window.__roundTrip")
+            text_ms.append(max(rt["stats"], rt["budget"]) - rt["key"])
+            if stats_change:
+                stats_ms.append(rt["stats"] - rt["key"])
+            state = big.settle(lambda s, v=value: s["thresholds"][0] == pytest.approx(v, abs=1e-9))
+        assert state["thresholds"][0] == pytest.approx(start, abs=1e-9)
+        big.locator.screenshot(path=str(tmp_path / "panel_10k.png"))
+        page.screenshot(path=str(tmp_path / "page_after.png"), full_page=True)
+
+        assert error_outputs(page) == []
+        assert errors.page_errors == [], errors.page_errors
+        assert errors.console_errors == [], errors.console_errors
+
+    report = {"samples": BIG_SAMPLES, "presses": PRESSES, "stats_changed_on": len(stats_ms),
+              "key_to_stats_ms": {"median": statistics.median(stats_ms), "max": max(stats_ms), "all": stats_ms},
+              "key_to_all_text_ms": {"median": statistics.median(text_ms), "max": max(text_ms), "all": text_ms},
+              "seconds_to_run_notebook": ran - started, "seconds_total": time.perf_counter() - started}
+    (tmp_path / "latency.json").write_text(json.dumps(report, indent=1))
+    record_property("slider_round_trip_ms_median", report["key_to_stats_ms"]["median"])
+    print(f"\nslider round trip over {BIG_SAMPLES} samples, key press -> updated stats text: median "
+          f"{report['key_to_stats_ms']['median']:.0f} ms, max {report['key_to_stats_ms']['max']:.0f} ms "
+          f"({len(stats_ms)} of {PRESSES} presses changed the stats; goal < {LATENCY_GOAL_MS} ms); "
+          f"-> stats and budget line: median {report['key_to_all_text_ms']['median']:.0f} ms; "
+          f"screenshots and latency.json in {tmp_path}")
+    assert len(stats_ms) >= PRESSES // 2, "too few presses changed the stats to time them"
+    assert report["key_to_stats_ms"]["median"] < LATENCY_LIMIT_MS
