@@ -13,6 +13,8 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+        # ...and so do the Jupyter kernels that run the notebooks (they inherit this environment).
+        os.environ.setdefault("COURSE_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
