@@ -287,7 +287,7 @@ def _format(value: Any, std: Any = None) -> str:
             text += f" ± {std:,.{digits}f}"
         return text
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)  # 2014 is a year, not 2,014
     return str(value)
 
 
@@ -333,6 +333,8 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
         lines += [f"## {spec.get('title', name)}", ""]
         if spec.get("claim"):
             lines += [f"**Paper's claim:** {spec['claim']}", ""]
+        if spec.get("note"):
+            lines += [f"**Note:** {spec['note']}", ""]
         if not runs:
             lines += [f"_Not run yet: `python -m course_utils reproduce {name} --quick`._", ""]
             continue
@@ -348,10 +350,12 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
             lines += _headlines(spec, runs) + [""]
         if table_md.exists():
             lines += [table_md.read_text().rstrip(), ""]
-        first_folder = runs[0][0]
-        for png in sorted(first_folder.glob("*.png")):
-            rel = png.relative_to(results_dir)
-            lines += [f"![{png.stem}]({rel.as_posix()})", ""]
+        for folder, _ in runs:  # every run's figures: an MNIST plot says nothing about CIFAR-10
+            if len(runs) > 1:
+                lines += [f"Figures of run `{folder.name}`:", ""]
+            for png in sorted(folder.glob("*.png")):
+                rel = png.relative_to(results_dir)
+                lines += [f"![{png.stem}]({rel.as_posix()})", ""]
         lines += [f"Runs: {len(runs)} · `{results_dir.name}/{name}.csv` · "
                   f"notebook `{spec['notebook']}`", ""]
     path = results_dir / "README.md"

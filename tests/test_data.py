@@ -187,3 +187,12 @@ def test_ddp_shards_are_disjoint_and_equal_sized():
     loader = data.DeviceLoader(x, y, batch_size=10, shuffle=True, seed=1)
     shards = [torch.cat([b[1] for b in loader.view(rank=r, world_size=2)]) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 51 and not set(shards[0].tolist()) & set(shards[1].tolist())
+
+
+def test_loader_benchmark_runs_on_the_mnist_layout_with_the_embedded_digits():
+    from course_utils import loader_benchmark
+
+    table = loader_benchmark.run("digits", max_images=300, workers=(0,), repeats=1)
+    assert table["loader"].tolist() == ["torchvision Dataset + DataLoader", "course_utils DeviceLoader"]
+    assert table["images"].tolist() == [300, 300]  # both loaders saw the same epoch
+    assert table.loc[0, "speedup"] == 1.0 and (table["images_per_s"] > 0).all()
