@@ -130,9 +130,13 @@ def plan(config: dict, names: list[str], *, quick: bool, results_dir: Path) -> l
 
 
 def is_complete(run: Run) -> bool:
-    """True when the run's record says it finished with these exact parameters."""
+    """True when the run's record says it finished with these exact parameters.
+
+    The executed notebook must be there too: git keeps the published figures of our runs but not the
+    executed notebooks, so on a fresh clone every run executes again instead of passing off ours.
+    """
     record = run.folder / "record.json"
-    if not record.exists():
+    if not record.exists() or not (run.folder / "notebook.ipynb").exists():
         return False
     try:
         saved = json.loads(record.read_text())

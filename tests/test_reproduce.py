@@ -66,6 +66,9 @@ def test_seeds_aggregate_and_completed_runs_are_skipped(toy):
     lines = []
     again = reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lines.append)
     assert again == [] and "3 already complete, 0 to run" in lines[0]
+    next((results / "runs" / "toy").glob("seed=1-*/notebook.ipynb")).unlink()  # a fresh clone: figures, no notebook
+    runs = reproduce.plan(cfg, ["toy"], quick=True, results_dir=results)
+    assert [reproduce.is_complete(r) for r in runs] == [True, False, True]
 
 
 @pytest.mark.notebook
