@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 import platform
 import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -53,3 +57,86 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- timing, threads, autocast
+@dataclass
+class Stopwatch:
+    """Wall-clock and process CPU seconds of a block, filled in when the block ends.
+
+    On a shared 2-core machine CPU seconds are the steadier measure: another job steals wall
+    clock from us but not CPU time.  (On CUDA the CPU seconds count only the host's work.)
+    """
+
+    device: torch.device
+    seconds: float = float("nan")
+    cpu_seconds: float = float("nan")
+
+    @property
+    def ms(self) -> float:
+        return self.seconds * 1e3
+
+
+@contextmanager
+def stopwatch(device: str | torch.device = "cpu") -> Iterator[Stopwatch]:
+    """``with stopwatch(dev) as t: ...`` then ``t.seconds``, ``t.ms``, ``t.cpu_seconds``.
+
+    The device is synchronised on entry and on exit, so queued GPU kernels fall inside the interval.
+    The one timing helper of the course: every measured time goes through it.
+    """
+    watch = Stopwatch(torch.device(device))
+    synchronize(watch.device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield watch
+    finally:
+        synchronize(watch.device)
+        watch.seconds = time.perf_counter() - wall
+        watch.cpu_seconds = time.process_time() - cpu
+
+
+def elapsed_ms(fn: Callable[[], Any], device: str | torch.device = "cpu") -> float:
+    """Milliseconds that ``fn()`` takes, device synchronised (one call of ``stopwatch``)."""
+    with stopwatch(device) as watch:
+        fn()
+    return watch.ms
+
+
+@contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """Run torch on ``threads`` CPU threads inside the block (``None``: leave as is); restored after.
+
+    One thread suits sweeps over cached scores and batch-1 timings: on tensors of ~10^4 elements a
+    thread pool only adds wake-up latency, and on a busy machine oversubscribed barriers distort timings.
+    """
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def single_thread():
+    """``num_threads(1)``."""
+    return num_threads(1)
+
+
+def autocast(device: str | torch.device, enabled: bool = True, dtype: torch.dtype | None = None):
+    """Mixed precision where it pays: bf16 on CUDA (fp16 where bf16 is missing); a no-op context elsewhere.
+
+    On the CPU autocast is off unless ``dtype`` (bf16) is given explicitly: whether bf16 is faster there
+    depends on the CPU (AVX-512-BF16/AMX) and on the model (depthwise convolutions got slower), so the
+    caller decides from a measurement, never by default.
+    """
+    device = torch.device(device)
+    if enabled and device.type == "cuda":
+        if dtype is None:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if enabled and device.type == "cpu" and dtype is not None:
+        return torch.autocast("cpu", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .data import DeviceLoader
-from .device import device_name, get_device, synchronize
+from . import checkpoint
+from .checkpoint import save_checkpoint
+from .device import autocast, device_name, get_device, synchronize
 from .errors import CheckpointError, NonFiniteLossError, UnknownNameError
 
 CHECKPOINT_FORMAT = "course_utils.fit/1"
@@ -162,52 +163,10 @@ def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = N
     return {"loss": loss_sum.item() / max(n, 1), "accuracy": correct.item() / max(n, 1), "n": n}
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (fp16 where bf16 is missing); a no-op context elsewhere, where it would be slower."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
-
-
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same folder, then rename.
-
-    A crash mid-write leaves the previous checkpoint intact and no partial file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_checkpoint(path: str | os.PathLike, *, expected_format: str = CHECKPOINT_FORMAT) -> dict:
-    """Read a checkpoint written by ``save_checkpoint``; a corrupt file raises ``CheckpointError``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: it is corrupt or truncated ({type(err).__name__}). "
-            "Delete it to start from scratch, or point `checkpoint` at another file."
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != expected_format:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"{path} is not a {expected_format} checkpoint (found {found!r}). "
-            "Point `checkpoint` at a file that fit() wrote, or delete this one."
-        )
-    return state
+    """Read a checkpoint that ``fit`` (or another ``save_checkpoint`` caller) wrote; see ``checkpoint``."""
+    return checkpoint.load_checkpoint(path, expected_format=expected_format)
 
 
 def _fingerprint(model: nn.Module) -> dict[str, list[int]]:
