@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2 --durations=25
 
-.PHONY: setup reproduce reproduce-paper test test-fast browser-test clean-results
+.PHONY: setup reproduce reproduce-paper test test-nodata test-fast browser-test benchmarks clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,12 +26,21 @@ reproduce-paper: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## Every notebook's smoke run on a machine with no datasets: an empty COURSE_DATA_DIR, so each falls back to digits.
+test-nodata: setup
+	@empty=$$(mktemp -d) && COURSE_DATA_DIR=$$empty $(PY) -m pytest -m notebook -k smoke_mode $(PYTEST_ARGS); \
+	  status=$$?; rmdir $$empty; exit $$status
+
 ## Everything but the browser and DDP tests.
 test-fast: setup
 	$(PY) -m pytest -m "not browser and not ddp" $(PYTEST_ARGS)
 
 browser-test: setup
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+## Speed goals live here, never in tests: each script prints its measured figures and the CPU they ran on.
+benchmarks: setup
+	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
 
 clean-results:
 	rm -rf results
