@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2 --durations=25
 
-.PHONY: setup reproduce reproduce-paper test test-nodata test-fast browser-test benchmarks clean-results
+.PHONY: setup reproduce reproduce-paper test test-nodata test-fast browser-test benchmarks gpu-check clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ test-fast: setup
 
 browser-test: setup
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+## On a CUDA machine: the cuda-marked tests and the paper tier of both papers with one seed (about 10 min).
+gpu-check: setup
+	$(PY) tools/gpu_check.py
 
 ## Speed goals live here, never in tests: each script prints its measured figures and the CPU they ran on.
 benchmarks: setup

@@ -99,27 +99,72 @@ def _dataset_available(name: str) -> bool:
         return False
 
 
-def plan(config: dict, names: list[str], *, quick: bool, results_dir: Path) -> list[Run]:
+TIERS = ("quick", "standard", "paper")  # demonstration (any CPU) / trained networks (2-core CPU) / papers' scale (GPU)
+
+
+def resolve_tier(quick: bool | None = None, tier: str | None = None) -> str:
+    """The tier to run: ``tier`` if given, else ``"quick"`` when ``quick``, else ``"paper"``."""
+    if tier is None:
+        return "quick" if quick else "paper"
+    if tier not in TIERS:
+        raise UnknownNameError(f"unknown tier {tier!r}. Use one of: {', '.join(TIERS)}.")
+    return tier
+
+
+def _setting(spec: dict, name: str, tier: str, seeds: int | None) -> dict:
+    """The tier's grid and params for one experiment; ``seeds`` keeps the first N values of its SEED grid."""
+    if tier not in spec:
+        have = [t for t in TIERS if t in spec]
+        raise CourseError(f"experiment {name!r} has no {tier!r} tier in {CONFIG_PATH.name} (it has: "
+                          f"{', '.join(have)}). Run it with --tier {have[0]}, or add the tier to the file.")
+    setting = spec[tier]
+    grid = dict(setting.get("grid", {}) or {})
+    if seeds is not None:
+        if seeds < 1:
+            raise CourseError("--seeds must be at least 1")
+        if "SEED" in grid:
+            grid["SEED"] = list(grid["SEED"])[:seeds]
+    return {"grid": grid, "params": setting.get("params") or {}}
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["EPOCHS=5", "TAPS=[1, 2]"]`` -> ``{"EPOCHS": 5, "TAPS": [1, 2]}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise CourseError(f"--set needs NAME=VALUE (a notebook parameter), got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def plan(config: dict, names: list[str], *, quick: bool | None = None, results_dir: Path,
+         tier: str | None = None, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[Run]:
     """Every run of the named experiments: the product of each grid, with fixed parameters added.
 
+    tier: ``"quick"``, ``"standard"`` or ``"paper"`` (``quick=True`` is the old spelling of ``"quick"``).
+    seeds: keep only the first N seeds of each grid (e.g. 1 for a GPU check).
+    overrides: parameters set on every run, over the tier's (``--set EPOCHS=5``); they name the run folder.
     A run whose dataset is not on this machine (and cannot be downloaded) falls back to the
     embedded ``digits`` set, and its record says so.
     """
     runs = []
-    scale = "quick" if quick else "paper"
+    scale = resolve_tier(quick, tier)
     for name in experiment_names(config, names):
         spec = config["experiments"][name]
-        setting = spec[scale]
-        grid = setting.get("grid", {}) or {}
+        setting = _setting(spec, name, scale, seeds)
+        grid = setting["grid"]
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
-            params = {**(setting.get("params") or {}), **dict(zip(keys, values))}
+            params = {**(setting.get("params") or {}), **dict(zip(keys, values)), **(overrides or {})}
             notes = []
             dataset_key = spec.get("dataset_param")
             if dataset_key and dataset_key in params and not _dataset_available(params[dataset_key]):
                 notes.append(f"{params[dataset_key]} not found on this machine: ran on the embedded digits set")
                 params[dataset_key] = "digits"
-            folder = results_dir / "runs" / name / _run_folder_name(params, keys)
+            folder = results_dir / "runs" / name / _run_folder_name(params, keys + sorted(set(overrides or {}) - set(keys)))
             env = {k: str(v) for k, v in (spec.get("env") or {}).items()}
             runs.append(Run(name, REPO / spec["notebook"], params, folder, notes, env))
     # the same parameters twice (e.g. two datasets that both fell back to digits) run once
@@ -210,13 +255,15 @@ def _execute_quietly(run: Run, smoke: bool) -> dict:
 
 
 def run_batch(names: list[str], *, quick: bool = True, jobs: int = 1, results_dir: Path = DEFAULT_RESULTS,
-              force: bool = False, smoke: bool = False, config: dict | None = None, log=print) -> list[dict]:
+              force: bool = False, smoke: bool = False, config: dict | None = None, log=print,
+              tier: str | None = None, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[dict]:
     """Plan, skip what is complete, run the rest (``jobs`` at a time), then rebuild every table."""
     config = config or load_config()
-    runs = plan(config, names, quick=quick, results_dir=results_dir)
+    tier = resolve_tier(quick, tier)
+    runs = plan(config, names, tier=tier, seeds=seeds, overrides=overrides, results_dir=results_dir)
     todo = [r for r in runs if force or not is_complete(r)]
     log(f"{len(runs)} runs planned, {len(runs) - len(todo)} already complete, {len(todo)} to run "
-        f"({'quick, CPU-scale' if quick else 'paper-scale'} grids from {CONFIG_PATH.name}).")
+        f"(the {tier} tier's grids from {CONFIG_PATH.name}).")
     records = []
 
     def report(run: Run, record: dict) -> None:
@@ -405,7 +452,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils reproduce",
                                      description="Run the course's notebooks over parameter grids and rebuild results/.")
     parser.add_argument("experiments", nargs="*", default=["all"], help=f"any of: {', '.join(known)} (default: all)")
-    parser.add_argument("--quick", action="store_true", help="CPU-scale grids (minutes); default: paper-scale (GPU)")
+    parser.add_argument("--quick", action="store_true", help="= --tier quick: the demonstration (minutes, any CPU)")
+    parser.add_argument("--tier", choices=TIERS, default=None,
+                        help="quick (demonstration), standard (trained networks, 2-core CPU, hours), paper (GPU); "
+                             "default: paper, or quick with --quick")
+    parser.add_argument("--seeds", type=int, default=None, help="run only the first N seeds of each grid")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a notebook parameter on every run (repeatable), e.g. --set EPOCHS=5")
     parser.add_argument("--jobs", type=int, default=1, help="independent runs in parallel processes")
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="output folder (default: results/)")
     parser.add_argument("--force", action="store_true", help="re-run runs that are already complete")
@@ -416,12 +469,14 @@ def main(argv: list[str]) -> int:
         raise CourseError("--jobs must be at least 1")
     results_dir = Path(args.results).resolve()
     if args.list:
-        for run in plan(config, args.experiments, quick=args.quick, results_dir=results_dir):
+        for run in plan(config, args.experiments, quick=args.quick, tier=args.tier, seeds=args.seeds,
+                        overrides=parse_overrides(args.set), results_dir=results_dir):
             done = "done" if is_complete(run) else "todo"
             print(f"{done}  {run.experiment}/{run.name}  {run.parameters}")
         return 0
     records = run_batch(args.experiments, quick=args.quick, jobs=args.jobs, results_dir=results_dir,
-                        force=args.force, smoke=args.smoke, config=config)
+                        force=args.force, smoke=args.smoke, config=config, tier=args.tier, seeds=args.seeds,
+                        overrides=parse_overrides(args.set))
     return 1 if any(r["status"] != "ok" for r in records) else 0
 
 

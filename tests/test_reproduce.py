@@ -14,7 +14,7 @@ import yaml
 
 from course_utils import reproduce
 from course_utils.__main__ import main as cli
-from course_utils.errors import UnknownNameError
+from course_utils.errors import CourseError, UnknownNameError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,6 +163,28 @@ def test_every_experiment_names_a_notebook_and_only_its_parameters():
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         declared = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
                     for t in node.targets}
-        for block in ("quick", "paper"):
+        assert "quick" in spec and "paper" in spec, f"{name}: every experiment has a quick and a paper tier"
+        for block in (t for t in reproduce.TIERS if t in spec):
             used = set(spec[block]["grid"]) | set(spec[block].get("params") or {})
             assert used <= declared, f"{name}/{block}: {sorted(used - declared)} are not parameters of the notebook"
+
+
+def test_tiers_seeds_and_overrides_shape_the_plan(toy):
+    config, results = toy
+    cfg = config({"SEED": [0, 1, 2]}, {"EPOCHS": 2})
+    cfg["experiments"]["toy"]["standard"] = {"grid": {"SEED": [0, 1, 2, 3]}, "params": {"EPOCHS": 30}}
+    standard = reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)
+    assert [r.parameters for r in standard] == [{"EPOCHS": 30, "SEED": s} for s in range(4)]
+    one = reproduce.plan(cfg, ["toy"], tier="paper", seeds=1, overrides={"EPOCHS": 5}, results_dir=results)
+    assert [r.parameters for r in one] == [{"EPOCHS": 5, "SEED": 0}]
+    assert one[0].name.startswith("seed=0,epochs=5-"), "an override names the run folder"
+    assert reproduce.plan(cfg, ["toy"], quick=True, results_dir=results)[0].parameters == {"EPOCHS": 2, "SEED": 0}
+    with pytest.raises(UnknownNameError, match="unknown tier 'huge'.*quick, standard, paper"):
+        reproduce.plan(cfg, ["toy"], tier="huge", results_dir=results)
+    del cfg["experiments"]["toy"]["standard"]
+    with pytest.raises(CourseError, match="has no 'standard' tier.*it has: quick, paper"):
+        reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)
+    assert reproduce.parse_overrides(["EPOCHS=5", "TAPS=[1, 2]", "NAME=vgg"]) == {
+        "EPOCHS": 5, "TAPS": [1, 2], "NAME": "vgg"}
+    with pytest.raises(CourseError, match="--set needs NAME=VALUE"):
+        reproduce.parse_overrides(["EPOCHS"])
