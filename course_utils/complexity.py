@@ -43,7 +43,6 @@ only), so a large model costs nothing to profile: build it with ``with torch.dev
 """
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -54,7 +53,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .device import device_name, synchronize
+from .device import device_name, elapsed_ms, num_threads, synchronize
 from .errors import CourseError
 
 LAYER_COLUMNS = ["name", "type", "kind", "output_shape", "params", "macs", "activation_bytes"]
@@ -242,6 +241,67 @@ def _shape_of(output: Any) -> Any:
     return None
 
 
+class _LayerRecorder:
+    """Forward hooks on every module of ``model`` that turn the counter's running total into ``rows``.
+
+    Each call pushes a frame; its end charges the MACs counted since, less its children's, to the
+    module (``own``), and records a row for a leaf, or for a parent that ran counted operators or
+    holds parameters of its own.  Each parameter is charged once, to the first module that owns it.
+    """
+
+    def __init__(self, model: nn.Module, counter: FlopCounterMode):
+        self.counter = counter
+        self.names = {m: (n or "(root)") for n, m in model.named_modules()}
+        self.rows: list[dict] = []
+        self.stack: list[_Frame] = []
+        self.seen_params: set[int] = set()
+        self.handles: list = []
+
+    def own_params(self, m: nn.Module) -> int:
+        fresh = [p for p in m.parameters(recurse=False) if id(p) not in self.seen_params]
+        self.seen_params.update(id(p) for p in fresh)
+        return sum(p.numel() for p in fresh)
+
+    def pre_hook(self, m: nn.Module, args: tuple) -> None:
+        self.stack.append(_Frame(self.names[m], m, self.counter.get_total_flops(), args))
+
+    def post_hook(self, m: nn.Module, args: tuple, output: Any) -> None:
+        frame = self.stack.pop()
+        flops = self.counter.get_total_flops() - frame.start_flops
+        if self.stack:
+            self.stack[-1].child_flops += flops
+        is_leaf = next(m.children(), None) is None
+        own = flops - frame.child_flops
+        n_params = self.own_params(m)
+        if is_leaf or own or n_params:
+            self.rows.append({
+                "name": frame.name, "type": type(m).__name__, "kind": "leaf" if is_leaf else "own",
+                "output_shape": _shape_of(output) if is_leaf else None, "params": n_params,
+                "macs": own // 2, "activation_bytes": _new_bytes(output, frame.inputs) if is_leaf else 0,
+            })
+
+    def __enter__(self) -> "_LayerRecorder":
+        for m in self.names:
+            self.handles.append(m.register_forward_pre_hook(self.pre_hook))
+            self.handles.append(m.register_forward_hook(self.post_hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def table(self) -> pd.DataFrame:
+        """The rows so far, plus a ``not run`` row for each module whose parameters no call used."""
+        for m, name in self.names.items():  # e.g. unused aux heads
+            n_params = self.own_params(m)
+            if n_params:
+                self.rows.append({"name": name, "type": type(m).__name__, "kind": "not run", "output_shape": None,
+                                  "params": n_params, "macs": 0, "activation_bytes": 0})
+        return pd.DataFrame(self.rows, columns=LAYER_COLUMNS).astype(
+            {"params": "int64", "macs": "int64", "activation_bytes": "int64"})
+
+
 def profile(model: nn.Module, input_size: Sequence[int] | torch.Size, *,
             device: str | torch.device | None = None) -> Profile:
     """Count the parameters, MACs and activation memory of one forward pass on a random input.
@@ -263,67 +323,35 @@ def profile(model: nn.Module, input_size: Sequence[int] | torch.Size, *,
         ``layers.macs.sum() == macs`` and ``layers.params.sum() == params`` always hold.
     """
     shape = _as_shape(input_size)
-    params = sum(p.numel() for p in model.parameters())
-    names = {m: (n or "(root)") for n, m in model.named_modules()}
-    rows: list[dict] = []
-    stack: list[_Frame] = []
-    seen_params: set[int] = set()
-
-    def own_params(m: nn.Module) -> int:
-        fresh = [p for p in m.parameters(recurse=False) if id(p) not in seen_params]
-        seen_params.update(id(p) for p in fresh)
-        return sum(p.numel() for p in fresh)
-
+    counter = FlopCounterMode(display=False)
+    recorder = _LayerRecorder(model, counter)
     with _on_device(model, device) as dev, _eval_mode(model), torch.no_grad():
         _, dtype = _model_device_dtype(model)
         x = torch.randn(shape, device=dev, dtype=dtype)
-        counter = FlopCounterMode(display=False)
-
-        def pre_hook(m: nn.Module, args: tuple) -> None:
-            stack.append(_Frame(names[m], m, counter.get_total_flops(), args))
-
-        def post_hook(m: nn.Module, args: tuple, output: Any) -> None:
-            frame = stack.pop()
-            flops = counter.get_total_flops() - frame.start_flops
-            if stack:
-                stack[-1].child_flops += flops
-            is_leaf = next(m.children(), None) is None
-            own = flops - frame.child_flops
-            n_params = own_params(m)
-            if is_leaf or own or n_params:
-                rows.append({
-                    "name": frame.name, "type": type(m).__name__, "kind": "leaf" if is_leaf else "own",
-                    "output_shape": _shape_of(output) if is_leaf else None, "params": n_params,
-                    "macs": own // 2, "activation_bytes": _new_bytes(output, frame.inputs) if is_leaf else 0,
-                })
-
-        handles = []
-        for m in names:
-            handles.append(m.register_forward_pre_hook(pre_hook))
-            handles.append(m.register_forward_hook(post_hook))
-        if dev.type == "cuda":
-            synchronize(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
-            base = torch.cuda.memory_allocated(dev)
-        try:
-            with counter:
-                _forward(model, x, shape, stack)
-        finally:
-            for h in handles:
-                h.remove()
-        peak = torch.cuda.max_memory_allocated(dev) - base if dev.type == "cuda" else None
-
-    for m, name in names.items():  # parameters the forward pass never touched (e.g. unused aux heads)
-        n_params = own_params(m)
-        if n_params:
-            rows.append({"name": name, "type": type(m).__name__, "kind": "not run", "output_shape": None,
-                         "params": n_params, "macs": 0, "activation_bytes": 0})
-
-    layers = pd.DataFrame(rows, columns=LAYER_COLUMNS).astype({"params": "int64", "macs": "int64",
-                                                                "activation_bytes": "int64"})
-    return Profile(model=type(model).__name__, input_size=shape, params=params,
+        with _CudaPeak(dev) as peak, recorder, counter:
+            _forward(model, x, shape, recorder.stack)
+    layers = recorder.table()
+    return Profile(model=type(model).__name__, input_size=shape, params=sum(p.numel() for p in model.parameters()),
                    macs=counter.get_total_flops() // 2, activation_bytes=int(layers.activation_bytes.sum()),
-                   layers=layers, peak_bytes=peak)
+                   layers=layers, peak_bytes=peak.bytes)
+
+
+class _CudaPeak:
+    """The peak CUDA memory allocated inside the block above what was allocated at its start (None off CUDA)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.bytes, self._base = device, None, 0
+
+    def __enter__(self) -> "_CudaPeak":
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self._base
 
 
 # ----------------------------------------------------------------------------- the seeds' arithmetic
@@ -385,24 +413,13 @@ class Latency:
     __str__ = summary
 
 
-@contextmanager
-def _num_threads(threads: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def measure_latency(model: nn.Module, input_size: Sequence[int] | torch.Size, *,
                     device: str | torch.device | None = None, warmup: int = 5, runs: int = 30,
                     threads: int | None = None) -> Latency:
     """Time ``model`` on a random ``input_size`` batch: ``warmup`` untimed runs, then ``runs`` timed ones.
 
-    Eval mode and ``torch.inference_mode``; each run is timed with ``time.perf_counter`` between two
-    ``torch.cuda.synchronize`` calls on CUDA, so that the queued kernels are inside the interval.
+    Eval mode and ``torch.inference_mode``; each run is timed by ``device.elapsed_ms``, which
+    synchronises CUDA before and after, so that the queued kernels are inside the interval.
     ``threads`` sets ``torch.set_num_threads`` for the measurement only (restored afterwards).
     The median and the 10th/90th percentiles are reported because timings have a long right tail.
     Memory format and dtype are the model's: convert it (``channels_last``, ``.half()``) beforehand.
@@ -411,18 +428,12 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] | torch.Size, *,
     if runs < 1 or warmup < 0 or (threads is not None and threads < 1):
         raise CourseError(f"need runs >= 1, warmup >= 0 and threads >= 1 (or None); got runs={runs}, "
                           f"warmup={warmup}, threads={threads}.")
-    with _on_device(model, device) as dev, _eval_mode(model), _num_threads(threads), torch.inference_mode():
+    with _on_device(model, device) as dev, _eval_mode(model), num_threads(threads), torch.inference_mode():
         _, dtype = _model_device_dtype(model)
         x = torch.randn(shape, device=dev, dtype=dtype)
         for _ in range(max(warmup, 1)):  # at least one: it also checks the input shape
             _forward(model, x, shape)
-        times = []
-        for _ in range(runs):
-            synchronize(dev)
-            start = time.perf_counter()
-            model(x)
-            synchronize(dev)
-            times.append((time.perf_counter() - start) * 1e3)
+        times = [elapsed_ms(lambda: model(x), dev) for _ in range(runs)]
         used_threads = torch.get_num_threads()
         hardware = device_name(dev)
     p10, median, p90 = np.percentile(times, [10, 50, 90])

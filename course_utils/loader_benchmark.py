@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import data
-from .device import device_name, synchronize
+from .device import device_name, stopwatch
 
 
 def _torchvision_dataset(name: str, images: torch.Tensor, labels: torch.Tensor, folder: Path, augment: bool):
@@ -66,14 +65,13 @@ def _torchvision_dataset(name: str, images: torch.Tensor, labels: torch.Tensor, 
 
 
 def _time_epoch(batches, device: torch.device) -> tuple[float, int]:
-    synchronize(device)
-    start = time.perf_counter()
+    """Wall-clock seconds of one pass over ``batches`` with every batch moved to ``device``, and the images seen."""
     n = 0
-    for x, y in batches:
-        x = x.to(device, non_blocking=True)
-        n += len(y)
-    synchronize(device)
-    return time.perf_counter() - start, n
+    with stopwatch(device) as watch:
+        for x, y in batches:
+            x = x.to(device, non_blocking=True)
+            n += len(y)
+    return watch.seconds, n
 
 
 def run(name: str = "cifar10", *, max_images: int | None = 20000, batch_size: int = 256,

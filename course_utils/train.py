@@ -10,14 +10,18 @@ ends with exactly the weights of an uninterrupted one, because each epoch's data
 (seed, epoch) and the RNG states are saved.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) ``fit`` joins the process group (gloo on CPU, nccl on GPU),
-wraps the model in DistributedDataParallel and shards each batch stream by rank.
+wraps the model in DistributedDataParallel and shards each batch stream by rank; after every epoch
+``sync_buffers`` gives all ranks the same BatchNorm statistics, so they evaluate the same model.
+
+Each epoch's record holds wall-clock ``seconds`` (``train_seconds`` of them training) and the
+process's ``cpu_seconds`` (``train_cpu_seconds``), both from ``device.stopwatch``.
 """
 from __future__ import annotations
 
 import os
 import random
-import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,11 +32,12 @@ import torch.nn as nn
 from .data import DeviceLoader
 from . import checkpoint
 from .checkpoint import save_checkpoint
-from .device import autocast, device_name, get_device, synchronize
-from .errors import CheckpointError, NonFiniteLossError, UnknownNameError
+from .device import autocast, device_name, get_device, stopwatch
+from .errors import NonFiniteLossError, UnknownNameError
 
 CHECKPOINT_FORMAT = "course_utils.fit/1"
 LossFn = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+NAN_CHECK_EVERY_CUDA = 50  # steps between NaN checks on CUDA, where reading the loss stalls the pipeline (CPU: 1)
 
 
 @dataclass
@@ -84,6 +89,11 @@ class History:
     def seconds(self) -> float:
         """Wall-clock seconds of every epoch run, training and evaluation."""
         return sum(e["seconds"] for e in self.epochs)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of this process over every epoch: steadier than wall clock on a shared machine."""
+        return sum(e.get("cpu_seconds", float("nan")) for e in self.epochs)
 
     def seconds_to_best(self) -> float:
         """Seconds up to the end of the best epoch: what a run needs once it knows when to stop."""
@@ -140,6 +150,52 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def _distributed() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel when there is more than one process, else as it is."""
+    if not _distributed():
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sync_buffers(model: nn.Module) -> None:
+    """Give every rank bit-identical buffers (BatchNorm running statistics); a no-op in one process.
+
+    DistributedDataParallel broadcasts rank 0's buffers at the *start* of each forward, so after the
+    last step every rank holds running statistics updated by its own shard: without this, each rank
+    would evaluate with a slightly different model and rank 0's checkpoint would hold rank 0's only.
+
+    * ``running_*`` statistics of modules in training mode are averaged (all_reduce, then / world),
+      as timm's ``distribute_bn(reduce=True)`` does: the average uses every rank's data where a
+      broadcast of rank 0's would throw the other shards' statistics away, and all_reduce hands
+      every rank the same result, so the ranks end bit-identical.
+    * every other buffer is broadcast from rank 0: ``num_batches_tracked`` (every rank took the same
+      number of steps, so this only makes it a guarantee), constants, and the statistics of frozen
+      modules in eval mode (identical already: DDP broadcast them and nothing updated them). A
+      broadcast keeps them exact, where averaging equal values could still round them by an ulp
+      when the world size is not a power of two.
+    Every rank must call it, with the same modules in the same train/eval modes (as ``fit`` does).
+    """
+    if not _distributed():
+        return
+    world = dist.get_world_size()
+    for module in unwrap(model).modules():
+        for name, buf in module.named_buffers(recurse=False):
+            if module.training and buf.is_floating_point() and name.startswith("running_"):
+                dist.all_reduce(buf)
+                buf.div_(world)
+            else:
+                dist.broadcast(buf, src=0)
+
+
+def _barrier() -> None:
+    if _distributed():
+        dist.barrier()
+
+
 # ----------------------------------------------------------------------------- evaluation
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = None,
@@ -148,8 +204,7 @@ def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = N
     was_training = model.training
     model.eval()
     device = data.device
-    criterion = nn.CrossEntropyLoss()
-    compute_loss = loss_fn or (lambda outputs, targets: default_loss(outputs, targets, criterion))
+    compute_loss = loss_fn or partial(default_loss, criterion=nn.CrossEntropyLoss())
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
@@ -163,55 +218,7 @@ def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = N
     return {"loss": loss_sum.item() / max(n, 1), "accuracy": correct.item() / max(n, 1), "n": n}
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def load_checkpoint(path: str | os.PathLike, *, expected_format: str = CHECKPOINT_FORMAT) -> dict:
-    """Read a checkpoint that ``fit`` (or another ``save_checkpoint`` caller) wrote; see ``checkpoint``."""
-    return checkpoint.load_checkpoint(path, expected_format=expected_format)
-
-
-def _fingerprint(model: nn.Module) -> dict[str, list[int]]:
-    return {k: list(v.shape) for k, v in model.state_dict().items()}
-
-
-def _check_compatible(state: dict, model: nn.Module, config: TrainConfig, path) -> None:
-    mine, theirs = _fingerprint(model), state["fingerprint"]
-    if mine != theirs:
-        missing = sorted(set(mine) ^ set(theirs))[:3]
-        shapes = [k for k in mine if k in theirs and mine[k] != theirs[k]][:3]
-        detail = f"different tensors {missing}" if missing else f"different shapes at {shapes}"
-        raise CheckpointError(
-            f"checkpoint {path} was saved for another model ({detail}). "
-            "Use a new checkpoint path for this model, or delete the old file."
-        )
-    saved = state["config"]
-    diff = [f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in _TRAJECTORY_FIELDS
-            if saved.get(k) != getattr(config, k)]
-    if diff:
-        raise CheckpointError(
-            f"checkpoint {path} was saved with another training config ({'; '.join(diff)}), so resuming "
-            "would not continue the same run. Restore those settings, or use a new checkpoint path."
-        )
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- optimisation
 def _make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
@@ -229,6 +236,128 @@ def _make_schedule(optimizer, config: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+class _Stepper:
+    """The optimizer, its schedule (stepped every batch) and the fp16 gradient scaler, as one ``step``."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, total_steps: int, device: torch.device):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters (all frozen?)")
+        self.optimizer = _make_optimizer(params, config)
+        self.scheduler = _make_schedule(self.optimizer, config, total_steps)
+        use_fp16 = config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+class _EpochStats:
+    """The epoch's loss and accuracy sums, and the first step whose loss was NaN or infinite.
+
+    They stay on the device: reading them would stall the GPU pipeline at every step.
+    """
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
+        self.seen = 0
+
+    def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
+        self.loss_sum += loss * len(y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.seen += len(y)
+
+    def raise_if_nonfinite(self, epoch: int, steps_per_epoch: int, lr: float) -> None:
+        bad = int(self.first_bad.item())
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1} of {steps_per_epoch} "
+                f"(global step {epoch * steps_per_epoch + bad + 1}). Lower the learning rate (now {lr}), "
+                "check the inputs for NaNs, or add gradient clipping. The last checkpoint, if any, is from "
+                "before this epoch."
+            )
+
+    def means(self) -> tuple[float, float]:
+        """Mean loss and accuracy over every rank's samples."""
+        seen = torch.tensor(float(self.seen), device=self.loss_sum.device)
+        totals = torch.stack([self.loss_sum, self.correct.float(), seen])
+        if _distributed():
+            dist.all_reduce(totals)
+        loss, correct, seen = totals.tolist()
+        return loss / seen, correct / seen
+
+
+@dataclass
+class _Best:
+    """The best val epoch's weights (kept when ``restore_best``) and the epochs since it, for early stopping."""
+
+    state: dict | None = None
+    since: int = 0
+
+    def update(self, history: History, epoch: int, accuracy: float, model: nn.Module, keep: bool) -> None:
+        if history.best_val_accuracy is None or accuracy > history.best_val_accuracy:
+            history.best_val_accuracy, history.best_epoch, self.since = accuracy, epoch, 0
+            if keep:
+                self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.since += 1
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path: str | os.PathLike, *, expected_format: str = CHECKPOINT_FORMAT) -> dict:
+    """Read a checkpoint that ``fit`` (or another ``save_checkpoint`` caller) wrote; see ``checkpoint``."""
+    return checkpoint.load_checkpoint(path, expected_format=expected_format)
+
+
+def _resume(config: TrainConfig, model: nn.Module, stepper: _Stepper, history: History, best: _Best) -> int:
+    """Restore the run that ``config.checkpoint`` holds, if it exists; the epoch to start at (0: none)."""
+    if not config.checkpoint or not Path(config.checkpoint).exists():
+        return 0
+    state = load_checkpoint(config.checkpoint)
+    trajectory = {k: getattr(config, k) for k in _TRAJECTORY_FIELDS}
+    checkpoint.check_compatible(state, model, trajectory, config.checkpoint)
+    model.load_state_dict(state["model"])
+    stepper.load_state_dict(state)
+    checkpoint.set_rng_state(state["rng"])
+    history.epochs = list(state["history"])
+    history.best_epoch, history.best_val_accuracy = state["best_epoch"], state["best_val_accuracy"]
+    history.stopped_early = state.get("stopped_early", False)
+    best.state, best.since = state["best_state"], state["since_best"]
+    return config.epochs if history.stopped_early else state["epoch"]  # an early stop: nothing left to do
+
+
+def _save(config: TrainConfig, model: nn.Module, stepper: _Stepper, history: History, best: _Best) -> None:
+    """Write the run so far to ``config.checkpoint`` (atomically), all that ``_resume`` needs."""
+    save_checkpoint({
+        "format": CHECKPOINT_FORMAT, "model": model.state_dict(), **stepper.state_dict(),
+        "rng": checkpoint.rng_state(), "epoch": len(history.epochs), "history": history.epochs,
+        "best_epoch": history.best_epoch, "best_val_accuracy": history.best_val_accuracy,
+        "best_state": best.state, "since_best": best.since, "stopped_early": history.stopped_early,
+        "fingerprint": checkpoint.fingerprint(model), "config": asdict(config)}, config.checkpoint)
+
+
+# ----------------------------------------------------------------------------- the loop
 def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
         config: TrainConfig | None = None, *, loss_fn: LossFn | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None) -> History:
@@ -240,121 +369,45 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
     loss_fn: ``(outputs, targets) -> (loss, logits)``; the default is ``default_loss``.
     on_epoch_end: called as ``on_epoch_end(epoch, record)`` after the epoch's checkpoint is saved.
     Returns the ``History``; the model is left trained (with the best val weights if
-    ``config.restore_best``) and in eval mode.
+    ``config.restore_best``) and in eval mode.  Under DDP every rank ends with identical weights and buffers.
     Raises ``NonFiniteLossError`` naming the step where the loss became NaN or infinite.
     """
     config = config or TrainConfig()
     config.validate()
     rank, world = init_distributed()
-    device = get_device(config.device) if config.device else train.device
-    if train.device != device:
-        raise ValueError(f"the training data lives on {train.device} but config.device is {device}; "
-                         "build the DeviceLoader with device=config.device")
+    device = _device(train, config)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     loader = train.view(batch_size=config.batch_size, rank=rank, world_size=world)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters (all frozen?)")
-    optimizer = _make_optimizer(params, config)
-    scheduler = _make_schedule(optimizer, config, config.epochs * len(loader))
-    use_fp16 = config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+    stepper = _Stepper(model, config, config.epochs * len(loader), device)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    compute_loss = loss_fn or (lambda outputs, targets: default_loss(outputs, targets, criterion))
-
-    history = History(device=device_name(device))
-    best_state, start_epoch, since_best = None, 0, 0
-    if config.checkpoint and Path(config.checkpoint).exists():
-        state = load_checkpoint(config.checkpoint)
-        _check_compatible(state, model, config, config.checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        history.epochs = list(state["history"])
-        history.best_epoch, history.best_val_accuracy = state["best_epoch"], state["best_val_accuracy"]
-        best_state, start_epoch, since_best = state["best_state"], state["epoch"], state["since_best"]
-        history.stopped_early = state.get("stopped_early", False)
-        if history.stopped_early:
-            start_epoch = config.epochs  # the finished run stopped early: nothing left to do
-
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # Host syncs stall the GPU pipeline, so on CUDA the NaN check runs every few steps.
-    check_every = 1 if device.type == "cpu" else 50
-    bar = None
-    if config.progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.epochs * len(loader), initial=start_epoch * len(loader), desc="fit", leave=False)
+    compute_loss = loss_fn or partial(default_loss, criterion=criterion)
+    history, best = History(device=device_name(device)), _Best()
+    start_epoch = _resume(config, model, stepper, history, best)
+    net = _wrap(model, device)
+    bar = _progress_bar(config, rank, len(loader), start_epoch)
     try:
         for epoch in range(start_epoch, config.epochs):
-            loader.set_epoch(epoch)
-            net.train()
-            synchronize(device)
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            first_bad = torch.full((), -1, device=device, dtype=torch.long)
-            seen = 0
-            for step, (x, y) in enumerate(loader):
-                with autocast(device, config.amp):
-                    loss, logits = compute_loss(net(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                detached = loss.detach().float()
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
-                loss_sum += detached * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-                if (step + 1) % check_every == 0 or step + 1 == len(loader):
-                    _raise_if_nonfinite(first_bad, epoch, len(loader), config)
-                if bar is not None:
-                    bar.update(1)
-            totals = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=device)])
-            if world > 1:
-                dist.all_reduce(totals)
-            synchronize(device)
-            train_seconds = time.perf_counter() - t0
-            record = {"epoch": epoch + 1, "train_loss": totals[0].item() / totals[2].item(),
-                      "train_accuracy": totals[1].item() / totals[2].item(),
-                      "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds}
-            t1 = time.perf_counter()
-            if val is not None:
-                # every rank evaluates the whole val set, so all agree on early stopping
-                result = evaluate(model, val, loss_fn=loss_fn, amp=config.amp)
-                record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-                if history.best_val_accuracy is None or result["accuracy"] > history.best_val_accuracy:
-                    history.best_val_accuracy, history.best_epoch, since_best = result["accuracy"], epoch + 1, 0
-                    if config.restore_best:
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    since_best += 1
-            record["seconds"] = train_seconds + (time.perf_counter() - t1)
+            record = _train_epoch(net, loader, epoch, compute_loss, stepper, config, bar)
+            with stopwatch(device) as watch:
+                sync_buffers(model)  # DDP: every rank evaluates, and rank 0 saves, the same statistics
+                if val is not None:  # every rank evaluates the whole val set, so all agree on early stopping
+                    result = evaluate(model, val, loss_fn=loss_fn, amp=config.amp)
+                    record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+                    best.update(history, epoch + 1, result["accuracy"], model, keep=config.restore_best)
+            record["seconds"] = record["train_seconds"] + watch.seconds
+            record["cpu_seconds"] = record["train_cpu_seconds"] + watch.cpu_seconds
             record["cumulative_seconds"] = history.seconds + record["seconds"]
             history.epochs.append(record)
+            history.stopped_early = config.patience is not None and best.since >= config.patience
+            if config.checkpoint and rank == 0:
+                _save(config, model, stepper, history, best)
+            _barrier()  # no rank runs ahead of the checkpoint
             if bar is not None:
                 bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.startswith(("train_l", "val_acc"))})
-            history.stopped_early = config.patience is not None and since_best >= config.patience
-            if config.checkpoint and rank == 0:
-                save_checkpoint({
-                    "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-                    "epoch": epoch + 1, "history": history.epochs, "best_epoch": history.best_epoch,
-                    "best_val_accuracy": history.best_val_accuracy, "best_state": best_state,
-                    "since_best": since_best, "stopped_early": history.stopped_early,
-                    "fingerprint": _fingerprint(model), "config": asdict(config)}, config.checkpoint)
-            if world > 1:
-                dist.barrier()
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
             if history.stopped_early:
@@ -362,21 +415,50 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
     finally:
         if bar is not None:
             bar.close()
-    if best_state is not None and config.restore_best:
-        model.load_state_dict(best_state)
+    if best.state is not None and config.restore_best:
+        model.load_state_dict(best.state)
     model.eval()
     return history
 
 
-def _raise_if_nonfinite(first_bad: torch.Tensor, epoch: int, steps_per_epoch: int, config: TrainConfig) -> None:
-    bad = int(first_bad.item())
-    if bad >= 0:
-        raise NonFiniteLossError(
-            f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1} of {steps_per_epoch} "
-            f"(global step {epoch * steps_per_epoch + bad + 1}). Lower the learning rate (now {config.lr}), "
-            "check the inputs for NaNs, or add gradient clipping. The last checkpoint, if any, is from "
-            "before this epoch."
-        )
+def _train_epoch(net: nn.Module, loader: DeviceLoader, epoch: int, compute_loss: LossFn, stepper: _Stepper,
+                 config: TrainConfig, bar) -> dict:
+    """One pass over this rank's shard of the training set: the epoch's record, loss and accuracy over all ranks."""
+    device = loader.device
+    check_every = 1 if device.type == "cpu" else NAN_CHECK_EVERY_CUDA
+    loader.set_epoch(epoch)
+    net.train()
+    stats = _EpochStats(device)
+    with stopwatch(device) as watch:
+        for step, (x, y) in enumerate(loader):
+            with autocast(device, config.amp):
+                loss, logits = compute_loss(net(x), y)
+            stepper.step(loss)
+            stats.add(step, loss, logits, y)
+            if (step + 1) % check_every == 0 or step + 1 == len(loader):
+                stats.raise_if_nonfinite(epoch, len(loader), config.lr)
+            if bar is not None:
+                bar.update(1)
+        train_loss, train_accuracy = stats.means()
+    return {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy, "lr": stepper.lr,
+            "train_seconds": watch.seconds, "train_cpu_seconds": watch.cpu_seconds}
+
+
+def _device(train: DeviceLoader, config: TrainConfig) -> torch.device:
+    device = get_device(config.device) if config.device else train.device
+    if train.device != device:
+        raise ValueError(f"the training data lives on {train.device} but config.device is {device}; "
+                         "build the DeviceLoader with device=config.device")
+    return device
+
+
+def _progress_bar(config: TrainConfig, rank: int, steps_per_epoch: int, start_epoch: int):
+    if not config.progress or rank != 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="fit",
+                leave=False)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -392,4 +474,4 @@ def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
 
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "default_loss", "autocast", "save_checkpoint", "load_checkpoint",
-           "init_distributed", "unwrap", "count_parameters", "set_trainable"]
+           "init_distributed", "unwrap", "sync_buffers", "count_parameters", "set_trainable"]

@@ -22,8 +22,7 @@ import torch.nn as nn
 
 from .complexity import profile
 from .errors import CourseError, UnknownNameError
-from .models.googlenet import BasicConv2d, GoogLeNet, Inception, InceptionAux
-from .models.googlenet import _init_weights as _googlenet_init
+from .models.googlenet import BasicConv2d, GoogLeNet, Inception, InceptionAux, initialize_weights
 from .models.vgg import scale_channels
 
 # Pooling and convolution layers move the receptive field; everything else here is point-wise
@@ -290,7 +289,7 @@ class SlimGoogLeNet(GoogLeNet):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(channels, num_classes)
-        _googlenet_init(self)
+        initialize_weights(self)
 
     @staticmethod
     def _aux(in_channels: int, s, num_classes: int, dropout: float) -> InceptionAux:

@@ -167,7 +167,7 @@ class GoogLeNet(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
 
         if init_weights:
-            _init_weights(self)
+            initialize_weights(self)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, GoogLeNetOutputs]:
         """Logits ``(N, num_classes)``; in training with ``aux_logits``, ``(logits, aux2, aux1)``."""
@@ -218,8 +218,11 @@ class GoogLeNet(nn.Module):
         return x
 
 
-def _init_weights(model: nn.Module) -> None:
-    """torchvision's GoogLeNet init: weights ~ N(0, 0.01) truncated at +-2, BatchNorm to identity."""
+def initialize_weights(model: nn.Module) -> None:
+    """torchvision's GoogLeNet init, in place: weights ~ N(0, 0.01) truncated at +-2, BatchNorm to identity.
+
+    Public so that variants built from GoogLeNet's blocks (``walk``'s scaled GoogLeNet) start as it does.
+    """
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)

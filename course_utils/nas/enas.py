@@ -24,7 +24,6 @@ compute the same function, which is what "the children share one network's weigh
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,12 +32,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import save_checkpoint
 from ..data import DeviceLoader
-from ..device import synchronize
+from ..device import autocast, stopwatch
 from ..errors import CourseError
-from ..train import autocast, save_checkpoint
 from .controller import AccuracyReward
-from .search import CHECKPOINT_FORMAT, Reward, ReinforceSearch, SearchResult, _load_search, check_last_batch
+from .search import CHECKPOINT_FORMAT, Reward, ReinforceSearch, SearchResult, check_last_batch, load_search
 from .space import Architecture, ChildNet, SearchSpace, child_cost
 
 
@@ -160,105 +159,145 @@ def run_enas(space: SearchSpace, train: DeviceLoader, val: DeviceLoader, num_cla
     per-epoch log and ``extra["architectures_evaluated"]``.
     """
     config = config or ENASConfig()
+    _check_config(config, train, val)
+    run = _ENASRun(space, train, val, num_classes, config, seed, reward)
+    fingerprint = run.fingerprint(train, val)
+    trace: list[dict] = []
+    epochs_log: list[dict] = []
+    start_epoch, seconds = 0, 0.0
+    if checkpoint and Path(checkpoint).exists():
+        state = load_search(checkpoint, fingerprint)
+        run.load_state_dict(state)
+        trace, epochs_log = list(state["trace"]), list(state["epochs"])
+        start_epoch, seconds = state["epoch"], state["seconds"]
+
+    bar = _progress_bar(progress, config.epochs, start_epoch)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            with stopwatch(run.device) as watch:
+                shared_loss = run.train_shared(epoch)  # phase 1: the shared weights
+                rewards = run.train_controller(epoch, trace)  # phase 2: the controller
+            seconds += watch.seconds
+            epochs_log.append({"epoch": epoch + 1, "shared_loss": shared_loss,
+                               "mean_reward": sum(rewards) / len(rewards) if rewards else float("nan"),
+                               "baseline": run.searcher.baseline.value, "seconds": seconds})
+            if checkpoint:
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, **run.state_dict(),
+                                 "trace": trace, "epochs": epochs_log, "epoch": epoch + 1, "seconds": seconds},
+                                checkpoint)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=round(shared_loss, 3), reward=round(epochs_log[-1]["mean_reward"], 3))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    with stopwatch(run.device) as watch:
+        candidates = run.final_candidates()
+    return SearchResult("enas", pd.DataFrame(candidates), seconds + watch.seconds, child_trainings=0,
+                        finished=True, trace=pd.DataFrame(trace),
+                        extra={"epochs": pd.DataFrame(epochs_log), "supernet": run.supernet,
+                               "searcher": run.searcher, "architectures_evaluated": len(trace) + len(candidates)})
+
+
+def _check_config(config: ENASConfig, train: DeviceLoader, val: DeviceLoader) -> None:
     if config.epochs < 1 or config.controller_steps < 0 or config.final_samples < 1:
         raise CourseError(f"ENAS needs epochs >= 1, controller_steps >= 0 and final_samples >= 1; got {config}.")
     # the super-network's BatchNorm always uses batch statistics, on validation batches too
     check_last_batch(len(train.labels), config.batch_size, "config.batch_size")
     check_last_batch(len(val.labels), config.val_batch_size, "config.val_batch_size")
-    device = train.device
-    input_size = tuple(int(s) for s in train.images.shape[1:])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        supernet = SuperNet(space, input_size[0], num_classes).to(device)
-    searcher = ReinforceSearch(space, seed=seed, hidden=config.hidden, lr=config.controller_lr, batch_size=1,
-                               baseline_decay=config.baseline_decay, entropy_weight=config.entropy_weight)
-    optimizer = torch.optim.SGD(supernet.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
-                                weight_decay=config.weight_decay)
-    loader = train.view(batch_size=config.batch_size)
-    val_batches = list(val.view(batch_size=config.val_batch_size))
-    total_steps = config.epochs * len(loader)
-    fingerprint = {"method": "enas", "space": space.config(), "config": asdict(config), "seed": seed,
-                   "reward": repr(reward), "input_size": list(input_size), "num_classes": num_classes,
-                   "train_size": len(train.labels), "val_size": len(val.labels), "data_seed": train.seed}
-    trace: list[dict] = []
-    epochs_log: list[dict] = []
-    start_epoch, seconds = 0, 0.0
-    if checkpoint and Path(checkpoint).exists():
-        state = _load_search(checkpoint, fingerprint)
-        supernet.load_state_dict(state["supernet"])
-        optimizer.load_state_dict(state["optimizer"])
-        searcher.load_state_dict(state["searcher"])
-        trace, epochs_log = list(state["trace"]), list(state["epochs"])
-        start_epoch, seconds = state["epoch"], state["seconds"]
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs, initial=start_epoch, desc="enas epochs")
-    criterion = nn.CrossEntropyLoss()
-    synchronize(device)
-    started = time.perf_counter() - seconds
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            # phase 1: the shared weights, one sampled child per batch
-            loader.set_epoch(epoch)
-            supernet.train()
-            loss_sum = torch.zeros((), device=device)
-            for step, (x, y) in enumerate(loader):
-                lr = 0.5 * config.lr * (1 + math.cos(math.pi * (epoch * len(loader) + step) / total_steps))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                arch = searcher.propose(1)[0][0]
-                with autocast(device):
-                    loss = criterion(supernet(x, arch), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(supernet.parameters(), config.grad_clip)
-                optimizer.step()
-                loss_sum += loss.detach().float()
-            # phase 2: the controller, rewarded by shared-weight accuracy on one validation batch
-            rewards = []
-            for s in range(config.controller_steps):
-                arch, info = searcher.propose(1)[0]
-                batch = val_batches[(epoch * config.controller_steps + s) % len(val_batches)]
-                accuracy = shared_accuracy(supernet, arch, [batch])
-                params, macs = child_cost(arch, input_size, num_classes)
-                r = reward(accuracy, macs)
-                searcher.observe([arch], [r])
-                rewards.append(r)
-                trace.append({"step": len(trace) + 1, "epoch": epoch + 1, "method": "enas", "arch": arch.key,
-                              "reward": r, "val_accuracy": accuracy, "macs": macs, "params": params, **info})
-            synchronize(device)
-            seconds = time.perf_counter() - started
-            epochs_log.append({"epoch": epoch + 1, "shared_loss": loss_sum.item() / len(loader),
-                               "mean_reward": sum(rewards) / len(rewards) if rewards else float("nan"),
-                               "baseline": searcher.baseline.value, "seconds": seconds})
-            if checkpoint:
-                save_checkpoint({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
-                                 "supernet": supernet.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "searcher": searcher.state_dict(), "trace": trace, "epochs": epochs_log,
-                                 "epoch": epoch + 1, "seconds": seconds}, checkpoint)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=round(epochs_log[-1]["shared_loss"], 3),
-                                reward=round(epochs_log[-1]["mean_reward"], 3))
-    finally:
-        if bar is not None:
-            bar.close()
+def _progress_bar(progress: bool, epochs: int, start_epoch: int):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
 
-    # the candidates: sampled from the trained controller, scored on the whole validation split
-    supernet.eval()
-    candidates = []
-    for k, (arch, info) in enumerate(searcher.propose(config.final_samples)):
-        accuracy = shared_accuracy(supernet, arch, val_batches)
-        params, macs = child_cost(arch, input_size, num_classes)
-        candidates.append({"child": k + 1, "method": "enas", "arch": arch.key, "reward": reward(accuracy, macs),
-                           "val_accuracy": accuracy, "macs": macs, "params": params, **info})
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    result = SearchResult("enas", pd.DataFrame(candidates), seconds, child_trainings=0, finished=True,
-                          trace=pd.DataFrame(trace),
-                          extra={"epochs": pd.DataFrame(epochs_log), "supernet": supernet, "searcher": searcher,
-                                 "architectures_evaluated": len(trace) + len(candidates)})
-    return result
+    return tqdm(total=epochs, initial=start_epoch, desc="enas epochs")
+
+
+class _ENASRun:
+    """The super-network, its optimizer, the controller and the data of one ENAS search."""
+
+    def __init__(self, space: SearchSpace, train: DeviceLoader, val: DeviceLoader, num_classes: int,
+                 config: ENASConfig, seed: int, reward: Reward):
+        self.space, self.num_classes, self.config, self.seed, self.reward = space, num_classes, config, seed, reward
+        self.device = train.device
+        self.input_size = tuple(int(s) for s in train.images.shape[1:])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.supernet = SuperNet(space, self.input_size[0], num_classes).to(self.device)
+        self.searcher = ReinforceSearch(space, seed=seed, hidden=config.hidden, lr=config.controller_lr,
+                                        batch_size=1, baseline_decay=config.baseline_decay,
+                                        entropy_weight=config.entropy_weight)
+        self.optimizer = torch.optim.SGD(self.supernet.parameters(), lr=config.lr, momentum=config.momentum,
+                                         nesterov=True, weight_decay=config.weight_decay)
+        self.loader = train.view(batch_size=config.batch_size)
+        self.val_batches = list(val.view(batch_size=config.val_batch_size))
+        self.criterion = nn.CrossEntropyLoss()
+
+    def fingerprint(self, train: DeviceLoader, val: DeviceLoader) -> dict:
+        """What a checkpoint must match to continue this search."""
+        return {"method": "enas", "space": self.space.config(), "config": asdict(self.config), "seed": self.seed,
+                "reward": repr(self.reward), "input_size": list(self.input_size), "num_classes": self.num_classes,
+                "train_size": len(train.labels), "val_size": len(val.labels), "data_seed": train.seed}
+
+    def state_dict(self) -> dict:
+        return {"supernet": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "searcher": self.searcher.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.supernet.load_state_dict(state["supernet"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.searcher.load_state_dict(state["searcher"])
+
+    def train_shared(self, epoch: int) -> float:
+        """One epoch of SGD on the shared weights, one sampled child per batch (cosine lr); the mean loss."""
+        config, loader = self.config, self.loader
+        total_steps = config.epochs * len(loader)
+        loader.set_epoch(epoch)
+        self.supernet.train()
+        loss_sum = torch.zeros((), device=self.device)
+        for step, (x, y) in enumerate(loader):
+            lr = 0.5 * config.lr * (1 + math.cos(math.pi * (epoch * len(loader) + step) / total_steps))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            arch = self.searcher.propose(1)[0][0]
+            with autocast(self.device):
+                loss = self.criterion(self.supernet(x, arch), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.supernet.parameters(), config.grad_clip)
+            self.optimizer.step()
+            loss_sum += loss.detach().float()
+        return loss_sum.item() / len(loader)
+
+    def train_controller(self, epoch: int, trace: list[dict]) -> list[float]:
+        """``controller_steps`` REINFORCE updates, each rewarded by shared-weight accuracy on one val batch.
+
+        Appends each sample to ``trace``; returns the rewards.
+        """
+        rewards = []
+        for s in range(self.config.controller_steps):
+            arch, info = self.searcher.propose(1)[0]
+            batch = self.val_batches[(epoch * self.config.controller_steps + s) % len(self.val_batches)]
+            accuracy = shared_accuracy(self.supernet, arch, [batch])
+            params, macs = child_cost(arch, self.input_size, self.num_classes)
+            r = self.reward(accuracy, macs)
+            self.searcher.observe([arch], [r])
+            rewards.append(r)
+            trace.append({"step": len(trace) + 1, "epoch": epoch + 1, "method": "enas", "arch": arch.key,
+                          "reward": r, "val_accuracy": accuracy, "macs": macs, "params": params, **info})
+        return rewards
+
+    def final_candidates(self) -> list[dict]:
+        """``final_samples`` children of the trained controller, scored on the whole val split."""
+        self.supernet.eval()
+        candidates = []
+        for k, (arch, info) in enumerate(self.searcher.propose(self.config.final_samples)):
+            accuracy = shared_accuracy(self.supernet, arch, self.val_batches)
+            params, macs = child_cost(arch, self.input_size, self.num_classes)
+            candidates.append({"child": k + 1, "method": "enas", "arch": arch.key,
+                               "reward": self.reward(accuracy, macs), "val_accuracy": accuracy, "macs": macs,
+                               "params": params, **info})
+        return candidates

@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from .search import SearchResult, pareto_front
+from ..pareto import pareto_front
+from .search import SearchResult
 from .space import Architecture
 
 # Search costs as the papers report them (GPU-days; the GPU model differs from row to row).

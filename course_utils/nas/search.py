@@ -25,8 +25,9 @@ from typing import Callable, Protocol
 import pandas as pd
 import torch
 
+from .. import pareto
 from ..data import DeviceLoader
-from ..device import synchronize
+from ..device import stopwatch
 from ..errors import CheckpointError, CourseError
 from ..train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
 from .controller import AccuracyReward, Controller, EMABaseline, reinforce_update
@@ -87,16 +88,12 @@ class ChildTrainer:
 
     def __call__(self, arch: Architecture, seed: int) -> ChildResult:
         """Train ``arch`` from scratch for the fixed budget; return its validation accuracy and costs."""
-        device = self.train.device
-        synchronize(device)
-        t0 = time.perf_counter()
-        model = self.build(arch, seed)
-        history = fit(model, self.train, self.val, self.config)
-        synchronize(device)
-        seconds = time.perf_counter() - t0
+        with stopwatch(self.train.device) as watch:
+            model = self.build(arch, seed)
+            history = fit(model, self.train, self.val, self.config)
         self.calls += 1
         params, macs = child_cost(arch, self.input_size, self.num_classes)
-        return ChildResult(float(history.best_val_accuracy), macs, params, seconds)
+        return ChildResult(float(history.best_val_accuracy), macs, params, watch.seconds)
 
     def fingerprint(self) -> dict:
         """What must match for a checkpointed search to continue with this trainer."""
@@ -111,16 +108,13 @@ def retrain(arch: Architecture, trainer: ChildTrainer, test: DeviceLoader, confi
 
     Returns ``{"test_accuracy", "val_accuracy", "seconds", "macs", "params", "epochs"}``.
     """
-    device = trainer.train.device
-    synchronize(device)
-    t0 = time.perf_counter()
-    model = trainer.build(arch, seed)
-    history = fit(model, trainer.train, trainer.val, config)
-    test_accuracy = evaluate(model, test)["accuracy"]
-    synchronize(device)
+    with stopwatch(trainer.train.device) as watch:
+        model = trainer.build(arch, seed)
+        history = fit(model, trainer.train, trainer.val, config)
+        test_accuracy = evaluate(model, test)["accuracy"]
     params, macs = child_cost(arch, trainer.input_size, trainer.num_classes)
     return {"test_accuracy": test_accuracy, "val_accuracy": history.best_val_accuracy,
-            "seconds": time.perf_counter() - t0, "macs": macs, "params": params, "epochs": len(history.epochs)}
+            "seconds": watch.seconds, "macs": macs, "params": params, "epochs": len(history.epochs)}
 
 
 # ----------------------------------------------------------------------------- searchers
@@ -242,7 +236,8 @@ def child_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
-def _load_search(path: str | Path, fingerprint: dict) -> dict:
+def load_search(path: str | Path, fingerprint: dict) -> dict:
+    """Read a checkpoint of ``run_search`` or ``run_enas``; ``CheckpointError`` unless it matches ``fingerprint``."""
     try:
         state = load_checkpoint(path, expected_format=CHECKPOINT_FORMAT)
     except CheckpointError as err:
@@ -281,7 +276,7 @@ def run_search(searcher: Searcher, trainer: ChildTrainer, budget: int, *, seed: 
     done: list[tuple[str, float]] = []  # trained in the current batch, not yet observed
     seconds = 0.0
     if checkpoint and Path(checkpoint).exists():
-        state = _load_search(checkpoint, fingerprint)
+        state = load_search(checkpoint, fingerprint)
         searcher.load_state_dict(state["searcher"])
         rows, seconds = list(state["history"]), state["seconds"]
         pending = [(k, dict(info)) for k, info in state["pending"]]
@@ -328,14 +323,5 @@ def run_search(searcher: Searcher, trainer: ChildTrainer, budget: int, *, seed: 
 
 
 def pareto_front(frame: pd.DataFrame, cost: str = "macs", score: str = "val_accuracy") -> pd.DataFrame:
-    """The rows no other row beats on both counts (lower-or-equal ``cost`` and higher ``score``), by cost.
-
-    Of rows with the same cost and score, the first is kept.
-    """
-    ordered = frame.sort_values([cost, score], ascending=[True, False], kind="stable")
-    keep, best = [], float("-inf")
-    for idx, value in zip(ordered.index, ordered[score]):
-        if value > best:
-            keep.append(idx)
-            best = value
-    return frame.loc[keep]
+    """``pareto.pareto_front`` with a search history's columns as the defaults: the children no other beats."""
+    return pareto.pareto_front(frame, cost, score)
