@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -33,9 +34,13 @@ from .data import DeviceLoader
 from . import checkpoint
 from .checkpoint import save_checkpoint
 from .device import autocast, device_name, get_device, stopwatch
+from .ema import WeightEMA
+from .history import History
 from .errors import NonFiniteLossError, UnknownNameError
 
 CHECKPOINT_FORMAT = "course_utils.fit/1"
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
 LossFn = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 NAN_CHECK_EVERY_CUDA = 50  # steps between NaN checks on CUDA, where reading the loss stalls the pipeline (CPU: 1)
 
@@ -50,70 +55,55 @@ class TrainConfig:
     lr: float = 0.05  # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # "onecycle", "cosine" or "constant"; stepped every batch
+    schedule: str = "onecycle"  # "onecycle", "cosine", "step" (x0.1 at 50% and 75%) or "constant"; per batch
     warmup_fraction: float = 0.2  # onecycle's rising part
     label_smoothing: float = 0.0
     seed: int = 0
     patience: int | None = None  # stop when val accuracy has not improved for this many epochs
     restore_best: bool = True  # with a val set: end with the weights of the best val epoch
     device: str | None = None  # None: CUDA when available, else CPU (see device.get_device)
-    amp: bool = True  # bf16/fp16 autocast on CUDA; ignored on the CPU, where it is slower
+    amp: bool = True  # False: fp32 everywhere, whatever `precision` says
+    precision: str = "auto"  # "auto": bf16/fp16 on CUDA, fp32 on the CPU; "bf16" or "fp32" anywhere.
+    #   Choose "bf16" on a CPU only where precision.choose_precision measured it faster (AMX, not depthwise).
+    channels_last: bool | None = None  # None: on CUDA or with bf16 (the layout the fast kernels want)
+    ema_decay: float | None = None  # evaluate and keep an EMA of the weights (per-step decay), e.g. 0.99
+    ema_every: int = 1  # update the EMA every this many steps (decay ** every each time)
+    tta_flip: bool = False  # evaluate on the image and its mirror, averaging the logits (natural images)
     checkpoint: str | None = None  # path; written every epoch, resumed from when present
     progress: bool = True  # a tqdm bar
 
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
             raise UnknownNameError(f"unknown optimizer {self.optimizer!r}. Use 'sgd' or 'adamw'.")
-        if self.schedule not in ("onecycle", "cosine", "constant"):
-            raise UnknownNameError(f"unknown schedule {self.schedule!r}. Use 'onecycle', 'cosine' or 'constant'.")
+        if self.schedule not in SCHEDULES:
+            raise UnknownNameError(f"unknown schedule {self.schedule!r}. Use one of: {', '.join(SCHEDULES)}.")
+        if self.precision not in PRECISIONS:
+            raise UnknownNameError(f"unknown precision {self.precision!r}. Use one of: {', '.join(PRECISIONS)}.")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
 
 
 # What must match for a checkpoint to continue the same run (others, like `progress`, may change).
 _TRAJECTORY_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                      "warmup_fraction", "label_smoothing", "seed", "patience")
+                      "warmup_fraction", "label_smoothing", "seed", "patience", "precision", "ema_decay",
+                      "ema_every", "tta_flip")
 
 
-@dataclass
-class History:
-    """Per-epoch records, the best epoch, and where it ran."""
+def amp_dtype(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None]:
+    """``(enabled, dtype)`` for ``device.autocast``: what ``config.amp`` and ``config.precision`` ask for here."""
+    if not config.amp or config.precision == "fp32":
+        return False, None
+    if config.precision == "bf16":
+        return True, torch.bfloat16
+    return device.type == "cuda", None  # auto: the CUDA default (bf16, fp16 without it); fp32 on the CPU
 
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int | None = None  # 1-based; None without a val set
-    best_val_accuracy: float | None = None
-    stopped_early: bool = False
-    device: str = ""
 
-    @property
-    def seconds(self) -> float:
-        """Wall-clock seconds of every epoch run, training and evaluation."""
-        return sum(e["seconds"] for e in self.epochs)
-
-    @property
-    def cpu_seconds(self) -> float:
-        """CPU seconds of this process over every epoch: steadier than wall clock on a shared machine."""
-        return sum(e.get("cpu_seconds", float("nan")) for e in self.epochs)
-
-    def seconds_to_best(self) -> float:
-        """Seconds up to the end of the best epoch: what a run needs once it knows when to stop."""
-        last = self.best_epoch or len(self.epochs)
-        return sum(e["seconds"] for e in self.epochs[:last])
-
-    def time_to_accuracy(self, target: float) -> float | None:
-        """Seconds until val accuracy first reached ``target`` (None if it never did)."""
-        total = 0.0
-        for e in self.epochs:
-            total += e["seconds"]
-            if e.get("val_accuracy") is not None and e["val_accuracy"] >= target:
-                return total
-        return None
-
-    def to_frame(self):
-        """The per-epoch records as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(self.epochs)
+def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    if config.channels_last is not None:
+        return config.channels_last
+    return device.type == "cuda" or amp_dtype(config, device)[1] == torch.bfloat16
 
 
 def default_loss(outputs: Any, targets: torch.Tensor, criterion: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,8 +189,12 @@ def _barrier() -> None:
 # ----------------------------------------------------------------------------- evaluation
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = None,
-             amp: bool = True) -> dict[str, float]:
-    """Mean loss and accuracy of ``model`` (in eval mode) over every batch of ``data``."""
+             amp: bool = True, dtype: torch.dtype | None = None, flip: bool = False) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` (in eval mode) over every batch of ``data``.
+
+    dtype: the autocast dtype (``None``: the device default, i.e. fp32 on the CPU).
+    flip: test-time augmentation, the mean of the logits of each image and its mirror image.
+    """
     was_training = model.training
     model.eval()
     device = data.device
@@ -209,8 +203,11 @@ def evaluate(model: nn.Module, data: DeviceLoader, *, loss_fn: LossFn | None = N
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
     for x, y in data:
-        with autocast(device, amp):
-            loss, logits = compute_loss(model(x), y)
+        with autocast(device, amp, dtype):
+            outputs = model(x)
+            if flip:
+                outputs = (outputs + model(x.flip(-1))) / 2
+            loss, logits = compute_loss(outputs, y)
         loss_sum += loss.float() * len(y)
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
@@ -233,11 +230,14 @@ def _make_schedule(optimizer, config: TrainConfig, total_steps: int):
             cycle_momentum=config.optimizer == "sgd")
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.schedule == "step":  # the classic recipe: x0.1 at half and at three quarters of training
+        milestones = [max(1, int(total_steps * f)) for f in (0.5, 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
 class _Stepper:
-    """The optimizer, its schedule (stepped every batch) and the fp16 gradient scaler, as one ``step``."""
+    """The optimizer, its schedule (stepped every batch), the fp16 gradient scaler and the weights' EMA, as one ``step``."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, total_steps: int, device: torch.device):
         params = [p for p in model.parameters() if p.requires_grad]
@@ -245,8 +245,11 @@ class _Stepper:
             raise ValueError("the model has no trainable parameters (all frozen?)")
         self.optimizer = _make_optimizer(params, config)
         self.scheduler = _make_schedule(self.optimizer, config, total_steps)
-        use_fp16 = config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        enabled, dtype = amp_dtype(config, device)
+        use_fp16 = enabled and dtype is None and device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+        self.model = model
+        self.ema = WeightEMA(model, config.ema_decay, config.ema_every) if config.ema_decay else None
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -254,19 +257,30 @@ class _Stepper:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def evaluated_weights(self):
+        """A context in which the model holds the weights to evaluate: the EMA's, if there is one."""
+        return self.ema.applied(self.model) if self.ema is not None else nullcontext()
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
 
 class _EpochStats:
@@ -379,7 +393,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model.to(device)
-    if device.type == "cuda":
+    if uses_channels_last(config, device):
         model.to(memory_format=torch.channels_last)
     loader = train.view(batch_size=config.batch_size, rank=rank, world_size=world)
     stepper = _Stepper(model, config, config.epochs * len(loader), device)
@@ -395,9 +409,11 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
             with stopwatch(device) as watch:
                 sync_buffers(model)  # DDP: every rank evaluates, and rank 0 saves, the same statistics
                 if val is not None:  # every rank evaluates the whole val set, so all agree on early stopping
-                    result = evaluate(model, val, loss_fn=loss_fn, amp=config.amp)
+                    with stepper.evaluated_weights():  # the EMA's, if any: what `best` keeps too
+                        result = evaluate(model, val, loss_fn=loss_fn, amp=config.amp,
+                                          dtype=amp_dtype(config, device)[1], flip=config.tta_flip)
+                        best.update(history, epoch + 1, result["accuracy"], model, keep=config.restore_best)
                     record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-                    best.update(history, epoch + 1, result["accuracy"], model, keep=config.restore_best)
             record["seconds"] = record["train_seconds"] + watch.seconds
             record["cpu_seconds"] = record["train_cpu_seconds"] + watch.cpu_seconds
             record["cumulative_seconds"] = history.seconds + record["seconds"]
@@ -417,6 +433,8 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
             bar.close()
     if best.state is not None and config.restore_best:
         model.load_state_dict(best.state)
+    elif stepper.ema is not None:
+        stepper.ema.copy_to(model)
     model.eval()
     return history
 
@@ -431,7 +449,7 @@ def _train_epoch(net: nn.Module, loader: DeviceLoader, epoch: int, compute_loss:
     stats = _EpochStats(device)
     with stopwatch(device) as watch:
         for step, (x, y) in enumerate(loader):
-            with autocast(device, config.amp):
+            with autocast(device, *amp_dtype(config, device)):
                 loss, logits = compute_loss(net(x), y)
             stepper.step(loss)
             stats.add(step, loss, logits, y)

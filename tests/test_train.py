@@ -148,8 +148,12 @@ def test_aux_logits_are_weighted_like_googlenet():
 def test_bad_config_names():
     with pytest.raises(UnknownNameError, match="unknown optimizer 'adam'"):
         train.TrainConfig(optimizer="adam").validate()
-    with pytest.raises(UnknownNameError, match="unknown schedule"):
-        train.TrainConfig(schedule="step").validate()
+    with pytest.raises(UnknownNameError, match="unknown schedule 'linear'"):
+        train.TrainConfig(schedule="linear").validate()
+    with pytest.raises(UnknownNameError, match="unknown precision 'fp8'.*auto, fp32, bf16"):
+        train.TrainConfig(precision="fp8").validate()
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        train.TrainConfig(ema_decay=1.0).validate()
 
 
 @pytest.mark.ddp
@@ -172,3 +176,76 @@ def test_fit_under_torchrun_with_two_cpu_processes(tmp_path):
         assert r["checkpoint"] == r["state"]
     assert reports[0]["steps_per_epoch"] == 11  # 1295 samples / 2 ranks / 64 per batch, rounded up
     assert reports[0]["val_accuracy"] > 0.3
+
+
+# ----------------------------------------------------------------------------- the recipe's pieces
+def test_ema_arithmetic_and_swap_back():
+    from course_utils.ema import WeightEMA
+
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = WeightEMA(model, decay=0.5, every=2)
+    with torch.no_grad():
+        model.weight.fill_(4.0)
+    ema.update(model)  # step 1 of 2: nothing yet
+    assert torch.equal(ema.shadow["weight"], torch.zeros(1, 2))
+    ema.update(model)  # step 2: weight 1 - 0.5**2 = 0.75 on the new value
+    assert torch.equal(ema.shadow["weight"], torch.full((1, 2), 3.0))
+    with ema.applied(model):
+        assert torch.equal(model.weight, torch.full((1, 2), 3.0))
+    assert torch.equal(model.weight, torch.full((1, 2), 4.0)), "the live weights come back"
+    with pytest.raises(ValueError, match="EMA needs"):
+        WeightEMA(model, decay=0.0)
+
+
+def test_ema_run_resumes_exactly_and_ends_on_evaluated_weights(digits_loaders, tmp_path):
+    tr, va = digits_loaders
+    settings = dict(ema_decay=0.9, ema_every=2, restore_best=False)
+    reference = small_cnn()
+    ref_history = train.fit(reference, tr, va, config(**settings))
+    assert train.evaluate(reference, va)["accuracy"] == pytest.approx(ref_history.epochs[-1]["val_accuracy"])
+
+    def interrupt_after_two(epoch, record):
+        if epoch == 2:
+            raise Interrupt
+
+    ckpt = tmp_path / "ema.pt"
+    with pytest.raises(Interrupt):
+        train.fit(small_cnn(), tr, va, config(checkpoint=str(ckpt), **settings), on_epoch_end=interrupt_after_two)
+    resumed = small_cnn(seed=5)
+    train.fit(resumed, tr, va, config(checkpoint=str(ckpt), **settings))
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror(digits_loaders):
+    _, va = digits_loaders
+    model = small_cnn().eval()
+    plain = train.evaluate(model, va)
+    flipped = train.evaluate(model, va, flip=True)
+    x, y = next(iter(va))
+    with torch.inference_mode():
+        mean = (model(x) + model(x.flip(-1))) / 2
+    first = train.evaluate(model, data.DeviceLoader(x, y, batch_size=len(y), mean=None), flip=True)
+    assert flipped["n"] == plain["n"]
+    assert first["loss"] == pytest.approx(nn.functional.cross_entropy(mean, y).item(), rel=1e-5)
+
+
+def test_step_schedule_divides_by_ten_at_half_and_three_quarters(digits_loaders):
+    tr, _ = digits_loaders
+    lrs = []
+    train.fit(small_cnn(), tr, None, config(schedule="step", epochs=4, lr=0.2),
+              on_epoch_end=lambda epoch, record: lrs.append(record["lr"]))
+    assert lrs == pytest.approx([0.2, 0.02, 0.002, 0.002])
+
+
+def test_bf16_precision_runs_on_the_cpu_and_is_recorded_in_the_layout(digits_loaders):
+    tr, va = digits_loaders
+    model = small_cnn()
+    history = train.fit(model, tr, va, config(epochs=2, precision="bf16"))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert history.best_val_accuracy > 0.2
+    assert train.amp_dtype(config(precision="bf16"), torch.device("cpu")) == (True, torch.bfloat16)
+    assert train.amp_dtype(config(), torch.device("cpu")) == (False, None)
+    assert train.amp_dtype(config(amp=False, precision="bf16"), torch.device("cpu")) == (False, None)

@@ -1,0 +1,67 @@
+"""An exponential moving average of a model's weights, evaluated in place of the raw weights.
+
+Averaging the last few hundred steps' weights smooths the noise of a large learning rate, so a short
+schedule ends on better weights (hlb-CIFAR10 and airbench use EMA or Lookahead for this).  Only the
+parameters are averaged; BatchNorm's running statistics are taken from the live model, which under DDP
+``fit`` has made identical on every rank, so every rank's averaged model is identical too.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+
+class WeightEMA:
+    """``shadow = decay * shadow + (1 - decay) * weights``, applied every ``every`` optimizer steps.
+
+    decay: per step; with ``every`` > 1 each update uses ``decay ** every``, so the horizon (about
+    ``1 / (1 - decay)`` steps) does not depend on ``every``.  Cheaper updates, same average.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, every: int = 1):
+        if not 0.0 < decay < 1.0 or every < 1:
+            raise ValueError(f"EMA needs 0 < decay < 1 and every >= 1, got decay={decay}, every={every}")
+        self.decay, self.every, self.steps = decay, every, 0
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Call after every optimizer step."""
+        self.steps += 1
+        if self.steps % self.every:
+            return
+        weight = 1.0 - self.decay ** self.every
+        for name, p in model.named_parameters():
+            self.shadow[name].lerp_(p.detach(), weight)
+
+    @contextmanager
+    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Inside the block ``model`` holds the averaged weights; its own come back afterwards."""
+        params = dict(model.named_parameters())
+        saved = {name: p.detach().clone() for name, p in params.items()}
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(self.shadow[name])
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(saved[name])
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model`` for good."""
+        for name, p in model.named_parameters():
+            p.copy_(self.shadow[name])
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state["shadow"].items():
+            self.shadow[name].copy_(value)
+        self.steps = int(state["steps"])
