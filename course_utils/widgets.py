@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import io
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 
 from . import exits
-from .edcnn import single_thread
+from .checkpoint import load_checkpoint, save_checkpoint
+from .device import single_thread, stopwatch
 from .errors import CourseError, ThresholdError
 
 PANEL_FORMAT = "course_utils.widgets.panel/1"
@@ -234,22 +234,20 @@ class ThresholdPanel:
 
     def update(self) -> None:
         """Recompute the sweep and redraw the stats, the budget line and the picture."""
-        start = time.perf_counter()
-        with single_thread():
-            self.result = self.sweep()
-        self.stats.value = format_stats(self.result, full_macs=self.costs.full)
-        budget = self.budget.value * 1e6
-        verdict = "within budget" if self.result.mean_macs <= budget + 0.5 else "over budget"
-        self.budget_text.value = (f"budget {format_macs(budget)} MACs/image · thresholds "
-                                  f"{', '.join(f'{t:.2f}' for t in self.thresholds())} · cost "
-                                  f"{format_macs(self.result.mean_macs)} MACs/image ({verdict})")
-        self.plot.value = render_png(self.result, self.scores.labels, self._hwc)
-        self.last_update_ms = (time.perf_counter() - start) * 1e3
+        with stopwatch() as watch:  # the whole update: sweep, text and PNG
+            with single_thread():
+                self.result = self.sweep()
+            self.stats.value = format_stats(self.result, full_macs=self.costs.full)
+            budget = self.budget.value * 1e6
+            verdict = "within budget" if self.result.mean_macs <= budget + 0.5 else "over budget"
+            self.budget_text.value = (f"budget {format_macs(budget)} MACs/image · thresholds "
+                                      f"{', '.join(f'{t:.2f}' for t in self.thresholds())} · cost "
+                                      f"{format_macs(self.result.mean_macs)} MACs/image ({verdict})")
+            self.plot.value = render_png(self.result, self.scores.labels, self._hwc)
+        self.last_update_ms = watch.ms
 
     def save(self, path: str | Path) -> None:
         """Write the cached scores, costs, latencies (and images) so that another process can rebuild the panel."""
-        from .train import save_checkpoint
-
         s = self.scores
         save_checkpoint({"format": PANEL_FORMAT, "policy_name": self.policy_name, "predictions": s.predictions,
                          "confidence": s.confidence, "entropy": s.entropy, "labels": s.labels,
@@ -260,8 +258,6 @@ class ThresholdPanel:
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "ThresholdPanel":
         """A panel from a file written by ``save`` (keyword ``overrides`` replace saved constructor arguments)."""
-        from .train import load_checkpoint
-
         state = load_checkpoint(path, expected_format=PANEL_FORMAT)
         scores = exits.ExitScores(state["predictions"], state["confidence"], state["entropy"], state["labels"])
         kwargs = {"exit_latency_ms": state["exit_latency_ms"], "images": state["images"],

@@ -3,6 +3,7 @@
 Each rank writes what it ended with (removal set, thresholds, weights checksum) and what every rank
 holds (all_gather), so the test can check that all ranks agree on which samples were removed.
 """
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -33,6 +34,9 @@ def run(cache: bool) -> dict:
         "removed": [s.removed for s in result.stages],
         "disagreements": [s.disagreements for s in result.stages],
         "weights_checksum": float(sum(p.double().sum() for p in result.net.parameters())),
+        # every stage's BatchNorm statistics, frozen ones included; sha256 of the bytes: equal means bit-identical
+        "buffers_checksum": hashlib.sha256(b"".join(b.cpu().numpy().tobytes() for b in result.net.buffers()))
+        .hexdigest(),
     }
     everyone = [None] * world
     dist.all_gather_object(everyone, mine)

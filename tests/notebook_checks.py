@@ -8,8 +8,24 @@ from pathlib import Path
 
 import pandas as pd
 
-# Parameters beyond SMOKE and RESULTS_DIR, as file names inside the results folder.
-PATH_PARAMETERS = {"11_edcnn": {"PANEL_SCORES_PATH": "panel.pt"}}
+# Parameters beyond SMOKE and RESULTS_DIR, as file names inside the results folder (none needed at present:
+# notebook 11 publishes its panel's scores as panel.pt next to its other results).
+PATH_PARAMETERS: dict[str, dict[str, str]] = {}
+
+
+def check_context(out: Path) -> dict:
+    """Every result names the device, the scale and the data it came from (``results.publish``'s context)."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("device", "scale", "dataset"):
+        assert isinstance(metrics.get(key), str) and metrics[key], key
+    return metrics
+
+
+def check_walk(out: Path) -> None:
+    """Notebooks 01-07 train on digits in smoke mode, upscaled to 32x32, and their scale line says so."""
+    metrics = check_context(out)
+    assert metrics["dataset"] == "digits (8x8, upscaled to 32x32)"
+    assert metrics["scale"].startswith(metrics["dataset"] + ": ")
 
 
 def check_08_nas(out: Path) -> None:
@@ -22,8 +38,8 @@ def check_08_nas(out: Path) -> None:
     assert table["best_test_accuracy_retrained"].between(0, 1).all()
     history = pd.read_csv(out / "nas_history.csv")
     assert history.groupby("method").size().to_dict() == {"random": 4, "reinforce": 4}
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["device"] and "digits" in metrics["scale"]
+    metrics = check_context(out)
+    assert "digits" in metrics["scale"] and metrics["dataset"].startswith("digits")
     for name in ("nas_rewards", "nas_pareto", "nas_architectures", "nas_cost_history"):
         assert (out / f"{name}.png").stat().st_size > 1000
 
@@ -39,7 +55,7 @@ def check_10_speedycnet(out: Path) -> None:
     for protocol, rows in table.groupby("protocol"):  # the speed-up is the measured ratio, within one protocol
         base = rows.loc[rows["model"] == "VGG16", "train_seconds"].item()
         assert (rows["speedup_vs_vgg16"] - base / rows["train_seconds"]).abs().max() < 1e-9, protocol
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width_mult 0.125" in metrics["scale"]
     assert (out / "speedycnet_plots.png").stat().st_size > 1000
 
@@ -55,12 +71,20 @@ def check_11_edcnn(out: Path) -> None:
     assert table["dataset"].str.contains("CIFAR-10 \\(JPEG-decoded copy\\)|digits").all()
     assert table["time_reduction_pct"].round(6).equals(
         (100 * (1 - table["ms_per_image_edcnn"] / table["ms_per_image_full"])).round(6))
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width" in metrics["scale"]
-    panel = ThresholdPanel.load(out / "panel.pt")
+    panel = ThresholdPanel.load(out / "panel.pt")  # the notebook's panel, rebuilt from its published scores
     assert panel.stats.value == format_stats(panel.sweep(), full_macs=panel.costs.full)
+    for value in (0.3, 0.5, 0.75, 0.95):  # what a drag does: the text follows, from the core's sweep, at once
+        panel.sliders[0].value = value
+        assert panel.thresholds()[0] == value and panel.last_update_ms > 0
+        assert panel.stats.value == format_stats(panel.sweep(panel.thresholds()), full_macs=panel.costs.full)
     for name in ("edcnn_frontier", "edcnn_macs_vs_time", "edcnn_exits_per_class"):
         assert (out / f"{name}.png").stat().st_size > 1000
 
 
-CHECKS = {"08_nas": check_08_nas, "10_speedycnet": check_10_speedycnet, "11_edcnn": check_11_edcnn}
+WALK = ["01_imagenet_alexnet_zfnet", "02_vgg", "03_googlenet", "04_inception_v3", "05_resnet", "06_resnext",
+        "07_mobilenet_shufflenet"]
+CHECKS = {"00_setup_and_data": check_context, **{stem: check_walk for stem in WALK},
+          "08_nas": check_08_nas, "09_architecture_comparison": check_context,
+          "10_speedycnet": check_10_speedycnet, "11_edcnn": check_11_edcnn}

@@ -171,9 +171,8 @@ def test_batched_early_exit_equals_all_heads_then_rule(trained, digits, rule):
     assert 0.2 < (where < 3).float().mean() < 1.0, "some samples must leave early and some must not"
     assert result.samples_per_stage[0] == 200 and result.samples_per_stage[-1] == int((where == 3).sum())
     assert result.macs == sum(net.costs.cumulative([True, False, True, True])[k] for k in where.tolist())
-    thr = policy.resolved(net.num_exits)
     for i in range(0, 200, 23):  # the batch-size-1 path agrees sample for sample
-        pred, k, _ = net.infer_single(x[i:i + 1], policy, thr)
+        pred, k, _ = net.infer_single(x[i:i + 1], policy)
         assert (pred, k) == (int(preds[i]), int(where[i]))
 
 
@@ -256,11 +255,16 @@ def test_controller_meets_a_reachable_mac_budget_with_the_best_accuracy():
         choice = controller.choose(macs_per_image=budget)
         assert choice.feasible and choice.expected.mean_macs <= budget
         # brute force over the same candidates: nothing that fits is more accurate
-        best = max(r.accuracy for _, _, r, _ in controller.candidates if r.mean_macs <= budget)
+        best = max(c.result.accuracy for c in controller.candidates if c.result.mean_macs <= budget)
         assert choice.expected.accuracy == best
     unlimited = controller.choose(macs_per_image=1e9)
-    assert unlimited.expected.accuracy == max(r.accuracy for _, _, r, _ in controller.candidates)
-    assert controller.candidates[-1][0] is None and controller.candidates[-1][2].mean_macs == costs.full
+    assert unlimited.expected.accuracy == max(c.result.accuracy for c in controller.candidates)
+    assert controller.candidates[-1].threshold is None and controller.candidates[-1].result.mean_macs == costs.full
+    # the controller's choice is the core's CostBudget target over the same candidates
+    pick = exits.best_candidate(controller.candidates, exits.CostBudget(250.0))
+    assert controller.choose(macs_per_image=250.0).policy is controller.candidates[pick].policy
+    patience = edcnn.BudgetController(scores, costs, "patience")
+    assert [c.threshold for c in patience.candidates] == [1, 2, 3]  # include_full adds nothing for patience
 
 
 def test_controller_refuses_or_falls_back_on_an_unreachable_budget():
@@ -363,3 +367,36 @@ def test_benchmark_and_time_breakdown_account_for_every_mac(trained, digits):
 def test_exit_distribution_per_class():
     frame = edcnn.exit_distribution(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 1]), 3, ["a", "b"])
     assert frame.loc["a"].tolist() == [0.5, 0.5, 0.0] and frame.loc["b"].tolist() == [0.0, 0.5, 0.5]
+
+
+# ----------------------------------------------------------------------------- layer times
+class Sleepy(nn.Module):
+    """A module whose forward takes a known time."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        return x
+
+
+def test_module_times_hooks_every_named_module_and_leaves_no_hook():
+    from course_utils import layer_times
+
+    model = nn.Sequential(Sleepy(0.02), nn.Linear(4, 4), Sleepy(0.005))
+    times = layer_times.module_times(model, torch.zeros(2, 4), ["0", "2"], repeats=3, warmup=2)
+    assert set(times) == {"0", "2"} and [len(t) for t in times.values()] == [3, 3]  # warm-up runs not counted
+    assert min(times["0"]) >= 20 and min(times["2"]) >= 5 and max(times["2"]) < min(times["0"])
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    default = layer_times.module_times(model, torch.zeros(2, 4), repeats=1, warmup=0)
+    assert list(default) == ["0", "1", "2"]  # the direct children
+    # a run of one's own: a module that does not run gets no entry
+    skipped = layer_times.module_times(model, module_names=["0", "2"], repeats=2, warmup=0,
+                                       run=lambda: model[0](torch.zeros(1, 4)))
+    assert len(skipped["0"]) == 2 and skipped["2"] == []
+    with pytest.raises(ValueError, match="give an input batch"):
+        layer_times.module_times(model)

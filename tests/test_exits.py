@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from course_utils import data, exits, train
-from course_utils.errors import ThresholdError
+from course_utils import data, exits, pareto, train
+from course_utils.errors import ThresholdError, UnknownNameError
 
 
 def tiny_exit_network(num_exits: int = 4, classes: int = 10) -> exits.ExitNetwork:
@@ -106,8 +106,29 @@ def test_bad_thresholds_raise_clear_errors():
         exits.Patience(0)
     with pytest.raises(ThresholdError, match="can never be reached"):
         tiny_exit_network().infer(torch.randn(2, 1, 12, 12), exits.Patience(4))
-    with pytest.raises(ThresholdError, match="unknown exit policy"):
+    with pytest.raises(UnknownNameError, match="unknown exit policy 'softmax'. Use one of: max_softmax, entropy, "
+                                             "patience"):
         exits.make_policy("softmax", 0.5)
+    with pytest.raises(UnknownNameError, match="Use one of: max_softmax, entropy, patience"):
+        exits.calibrate(exits.ExitScores.from_logits([torch.zeros(2, 3)] * 2, torch.zeros(2)), [1, 2], "softmax")
+
+
+def test_a_policy_holds_its_thresholds():
+    logits = torch.tensor([[4.0, 0.0], [0.0, 0.1], [0.0, 4.0]])
+    per_exit = exits.MaxSoftmax([0.9, None, 0.5])
+    assert per_exit.thresholds == [0.9, None, 0.5] and per_exit.threshold(1) is None
+    assert per_exit.decide(logits, 0, {}).tolist() == [True, False, True]
+    assert per_exit.decide(logits, 1, {}).tolist() == [False, False, False]  # disabled: nobody leaves
+    assert per_exit.enabled(4) == [True, False, True, True] and per_exit.resolved(4) == [0.9, None, 0.5]
+    shared = exits.Entropy(0.2)
+    assert shared.resolved(3) == [0.2, 0.2] and shared.threshold(7) == 0.2
+    with pytest.raises(AttributeError):
+        shared.thresholds = 0.5  # read-only: a policy is what it was built with
+    patience = exits.Patience(2)
+    state = patience.start(3, torch.device("cpu"))
+    assert patience.decide(logits, 0, state).tolist() == [False] * 3
+    assert patience.decide(logits, 1, state).tolist() == [False] * 3  # one agreement so far
+    assert patience.decide(logits, 2, state).tolist() == [True, True, True]
 
 
 def test_normalized_entropy_bounds():
@@ -147,3 +168,109 @@ def test_exit_loss_weights_heads():
     y = torch.tensor([0, 1, 2, 0])
     loss, final = exits.exit_loss([0.25, 1.0])(outs, y)
     assert loss.item() == pytest.approx(1.25 * math.log(3)) and final is outs[-1]
+
+
+def synthetic_scores(n: int = 2000, seed: int = 1) -> exits.ExitScores:
+    """Heads that get better with depth: exit k is right with probability 0.55 + 0.15 k, confident when right."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    per_exit = []
+    for k in range(4):
+        right = torch.rand(n, generator=g) < 0.55 + 0.15 * k
+        pred = torch.where(right, labels, (labels + 1) % 10)
+        logits = torch.randn(n, 10, generator=g) * 0.3
+        logits[torch.arange(n), pred] += torch.where(right, 4.0, 1.0)
+        per_exit.append(logits)
+    return exits.ExitScores.from_logits(per_exit, labels)
+
+
+def test_targets_by_brute_force_over_the_grid():
+    scores, costs = synthetic_scores(), exits.ExitCosts([100, 100, 100, 100], [1, 1, 1, 1])
+    grid = [i / 20 for i in range(21)]
+    results = {t: exits.sweep(scores, costs, exits.MaxSoftmax(t)) for t in grid}
+    full = scores.exit_accuracy()[-1]
+    # accuracy within epsilon of the final exit, cheapest first
+    cal = exits.calibrate(scores, costs, target=exits.AccuracyTarget(0.02), grid=grid)
+    ok = [t for t in grid if results[t].accuracy >= full - 0.02]
+    assert cal.policy.thresholds == min(ok, key=lambda t: (results[t].mean_macs, -results[t].accuracy))
+    assert cal.feasible and cal.epsilon == 0.02
+    # removed (early-exited) samples at least p correct, as many as possible, the strictest of equals
+    cal = exits.calibrate(scores, costs, target=exits.RemovalPrecision(0.97), grid=grid)
+
+    def early(t):
+        r = results[t]
+        return sum(r.exit_counts[:-1]), sum(r.exit_correct[:-1])
+
+    ok = [t for t in grid if early(t)[0] and early(t)[1] >= 0.97 * early(t)[0]]
+    assert ok and cal.policy.thresholds == min(ok, key=lambda t: (-early(t)[0], -t))
+    # cost within a budget, most accurate first
+    cal = exits.calibrate(scores, costs, target=exits.CostBudget(250.0), grid=grid)
+    ok = [t for t in grid if results[t].mean_macs <= 250.0]
+    assert cal.policy.thresholds == min(ok, key=lambda t: (-results[t].accuracy, results[t].mean_macs))
+    with pytest.raises(ThresholdError, match="no setting costs at most 50"):
+        exits.calibrate(scores, costs, target=exits.CostBudget(50.0), grid=grid)
+    with pytest.raises(ThresholdError, match="either a target or epsilon"):
+        exits.calibrate(scores, costs, target=exits.CostBudget(250.0), epsilon=0.1)
+    with pytest.raises(ThresholdError, match=r"in \(0, 1\]"):
+        exits.RemovalPrecision(0)
+    # per-exit tuning keeps the target and only ever improves on the shared threshold
+    shared = exits.calibrate(scores, costs, target=exits.CostBudget(250.0))
+    tuned = exits.calibrate(scores, costs, target=exits.CostBudget(250.0), per_exit=True)
+    assert tuned.val.mean_macs <= 250.0 and tuned.val.accuracy >= shared.val.accuracy
+
+
+def test_frontier_marks_the_pareto_front_and_the_target():
+    scores, costs = synthetic_scores(), exits.ExitCosts([100, 100, 100, 100], [1, 1, 1, 1])
+    table = exits.frontier(scores, costs, "max_softmax", target=exits.AccuracyTarget(0.01))
+    assert table["pareto"].equals(pareto.pareto_mask(table, "mean_macs", "accuracy"))
+    full = scores.exit_accuracy()[-1]
+    assert table["meets_target"].tolist() == (table["accuracy"] >= full - 0.01 - 1e-12).tolist()
+    patience = exits.frontier(scores, costs, "patience")
+    assert patience["threshold"].tolist() == [1, 2, 3]
+
+
+def test_summarize_is_what_sweep_reports():
+    scores, costs = synthetic_scores(300), exits.ExitCosts([10, 10, 10, 10], [1, 1, 1, 1])
+    policy = exits.Entropy([0.3, None, 0.5])
+    r = exits.sweep(scores, costs, policy)
+    again = exits.summarize(r.exit_index, r.predictions, scores.labels, 4, costs.cumulative(policy.enabled(4)))
+    assert (again.accuracy, again.mean_macs, again.exit_counts, again.exit_accuracy) == \
+        (r.accuracy, r.mean_macs, r.exit_counts, r.exit_accuracy)
+    assert r.exit_correct == [round(a * c) if c else 0 for a, c in zip(r.exit_accuracy, r.exit_counts)]
+
+
+EARLY_EXIT_SOURCES = ["exits", "speedycnet", "edcnn", "widgets.py", "layer_times.py"]
+
+
+def early_exit_files():
+    from pathlib import Path
+
+    root = Path(exits.__file__).resolve().parent.parent
+    for name in EARLY_EXIT_SOURCES:
+        path = root / name
+        yield from (sorted(path.glob("*.py")) if path.is_dir() else [path])
+
+
+def test_early_exit_modules_stay_small_and_use_no_private_names():
+    """The core and both papers' code: files under 500 lines, functions under 80, no other module's _names."""
+    import ast
+
+    for path in early_exit_files():
+        text = path.read_text()
+        assert len(text.splitlines()) <= 500, f"{path.name}: {len(text.splitlines())} lines"
+        tree = ast.parse(text)
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 80, f"{path.name}: {node.name} has {length} lines"
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private {private} from {node.module}"
+                modules |= {a.asname or a.name for a in node.names}
+            if isinstance(node, ast.Import):
+                modules |= {a.asname or a.name.split(".")[0] for a in node.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules \
+                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+                raise AssertionError(f"{path.name}: uses {node.value.id}.{node.attr}, another module's private name")

@@ -125,10 +125,11 @@ def test_removal_mask_is_the_inference_rule():
     logits = torch.tensor([[4.0, 0.0], [0.0, 4.0], [0.1, 0.0]])
     labels = torch.tensor([0, 0, 0])
     policy = exits.MaxSoftmax([0.9, None])
-    thresholds = policy.resolved(3)
-    assert speedycnet.removal_mask(logits, labels, policy, 0, thresholds).tolist() == [True, True, False]
-    assert speedycnet.removal_mask(logits, labels, policy, 0, thresholds, "confident_correct").tolist() == [True, False, False]
-    assert speedycnet.removal_mask(logits, labels, policy, 1, thresholds).tolist() == [False, False, False]
+    # the policy holds its thresholds: the mask at head k is exactly its decide(), which infer uses
+    assert speedycnet.removal_mask(logits, labels, policy, 0).tolist() == [True, True, False]
+    assert speedycnet.removal_mask(logits, labels, policy, 0, "confident_correct").tolist() == [True, False, False]
+    assert speedycnet.removal_mask(logits, labels, policy, 1).tolist() == [False, False, False]
+    assert torch.equal(speedycnet.removal_mask(logits, labels, policy, 0), policy.decide(logits, 0, {}))
 
 
 # ----------------------------------------------------------------------------- the cascade trainer
@@ -146,7 +147,7 @@ def digits16():
 def run_recorded(monkeypatch_fit, digits16, **overrides):
     """Train a tiny cascade while recording exactly what each stage's fit was given."""
     seen = []
-    real_fit = speedycnet.fit
+    real_fit = speedycnet.cascade.fit
 
     def recording_fit(model, train_loader, val_loader, config, **kwargs):
         seen.append({"inputs": train_loader.images.clone(), "labels": train_loader.labels.clone(),
@@ -154,7 +155,7 @@ def run_recorded(monkeypatch_fit, digits16, **overrides):
                      "frozen": len(model.frozen)})
         return real_fit(model, train_loader, val_loader, config, **kwargs)
 
-    monkeypatch_fit.setattr(speedycnet, "fit", recording_fit)
+    monkeypatch_fit.setattr(speedycnet.cascade, "fit", recording_fit)
     (x, y), val, _ = digits16
     torch.manual_seed(0)
     net = speedycnet.hierarchical_learners(10, 1, 16, width_mult=0.25)
@@ -261,9 +262,9 @@ def test_no_cache_trains_through_frozen_stages_without_changing_them(digits16):
         before[len(before)] = True
         return history
 
-    real_fit = speedycnet.fit
+    real_fit = speedycnet.cascade.fit
     mp = pytest.MonkeyPatch()
-    mp.setattr(speedycnet, "fit", snapshot)
+    mp.setattr(speedycnet.cascade, "fit", snapshot)
     try:
         speedycnet.train_cascade(net, "digits", (x, y), val, tiny_config(cache_features=False, thresholds=0.9))
     finally:
@@ -285,9 +286,9 @@ def test_min_batch_size_keeps_steps_per_epoch(digits16):
     (x, y), val, _ = digits16
     torch.manual_seed(0)
     batches = []
-    real_fit = speedycnet.fit
+    real_fit = speedycnet.cascade.fit
     mp = pytest.MonkeyPatch()
-    mp.setattr(speedycnet, "fit", lambda m, tr, va, cfg, **kw: batches.append(cfg.batch_size) or real_fit(m, tr, va, cfg, **kw))
+    mp.setattr(speedycnet.cascade, "fit", lambda m, tr, va, cfg, **kw: batches.append(cfg.batch_size) or real_fit(m, tr, va, cfg, **kw))
     try:
         result = speedycnet.train_cascade(
             speedycnet.hierarchical_learners(10, 1, 16, width_mult=0.125), "digits", (x, y), val,
@@ -394,6 +395,9 @@ def test_ddp_ranks_agree_on_the_removal_set(tmp_path):
         assert a["removed_at"] == b["removed_at"] and a["val_removed_at"] == b["val_removed_at"]
         assert a["thresholds"] == b["thresholds"] and a["samples_in"] == b["samples_in"]
         assert a["weights_checksum"] == b["weights_checksum"]
+        assert a["buffers_checksum"] == b["buffers_checksum"], "fit syncs BatchNorm statistics across ranks"
         assert sum(a["removed"]) > 0, "the test is only meaningful if something was removed"
+        # rank 0's broadcast mask is the guarantee; with identical weights and buffers every rank's own
+        # pre-classification agrees with it, so a disagreement is a diagnostic of diverged models
         assert a["disagreements"] == [0] * len(a["disagreements"]), "each rank's own decision matched rank 0's"
         assert a["samples_in"][0] == 1295

@@ -155,8 +155,11 @@ class VGG(nn.Module):
         return x
 
 
-def _init_weights(model: nn.Module) -> None:
-    """torchvision's VGG initialisation: He (fan-out) for convs, N(0, 0.01) for linears."""
+def initialize_weights(model: nn.Module) -> None:
+    """torchvision's VGG initialisation, in place: He (fan-out) for convs, N(0, 0.01) for linears.
+
+    Public so that networks cut from VGG's layers (SpeedyCNet's learners and heads) start as VGG does.
+    """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -167,6 +170,9 @@ def _init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+_init_weights = initialize_weights  # the name VGG's constructor calls (its argument `init_weights` shadows a public one)
 
 
 # Each builder takes num_classes and the VGG options above: vgg16(num_classes=10, small_input=True).

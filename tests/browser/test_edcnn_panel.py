@@ -77,9 +77,12 @@ INSTRUMENT_JS = """panel => {
 
 
 def smoke_copy(folder, panel_path, big_panel_path):
-    """notebook 11 with PARAMETERS injected (papermill) and the big-panel cell appended, written into ``folder``."""
+    """notebook 11 with PARAMETERS injected (papermill) and the big-panel cell appended, written into ``folder``.
+
+    The notebook writes its panel's scores to ``panel_path`` (``RESULTS_DIR/panel.pt``) when it publishes.
+    """
     nb = load_notebook_node(str(REPO / "notebooks" / "11_edcnn.ipynb"))  # as papermill reads it (tags on every cell)
-    nb = parameterize_notebook(nb, {**PARAMETERS, "PANEL_SCORES_PATH": str(panel_path)})
+    nb = parameterize_notebook(nb, {**PARAMETERS, "RESULTS_DIR": str(panel_path.parent)})
     nb.cells.append(nbformat.v4.new_code_cell(BIG_PANEL_CELL.format(n=BIG_SAMPLES, path=str(big_panel_path))))
     path = folder / "notebooks" / "11_edcnn.ipynb"
     path.parent.mkdir(parents=True)
@@ -174,7 +177,7 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
                                                                  record_property):
     require_dataset("cifar10")
     started = time.perf_counter()
-    panel_path, big_path = tmp_path / "panel.pt", tmp_path / "panel_10k.pt"
+    panel_path, big_path = tmp_path / "results" / "panel.pt", tmp_path / "panel_10k.pt"
     notebook = smoke_copy(tmp_path / "root", panel_path, big_path)
     with lab_server(tmp_path / "lab", env_extra={"COURSE_SMOKE": "1"}, root=tmp_path / "root") as server:
         page = browser_context.new_page()

@@ -1,0 +1,50 @@
+"""edCNN: elastic depth.  Exits attached to a backbone, branch training, run-time budgets.
+
+    backbone = models.create("mobilenet_v1", 10, small_input=True)
+    net = attach_exits(backbone, ["features.3", "features.5", "features.7"])   # an exits.ExitNetwork
+    net.exit_table()                       # each exit's MACs and the cumulative MACs to reach it
+    train_branches(net, train, val, cfg)   # (a) backbone trained already and frozen: only the branches learn
+    train_joint(net, train, val, cfg, weights="sdn")   # (b) a new model, weighted exit losses
+    cal = exits.calibrate(val_scores, net.costs, "max_softmax", epsilon=0.0)
+    net.infer(x, cal.policy)               # the core's real early exit, with compaction
+
+A tapping point is the name of a module in the backbone's trunk (``features.5`` for the MobileNets,
+``layer2.1`` for a ResNet) after which a branch head is attached, or the boundary between two stages of
+an explicit split (``Trunk.from_stages``).  The backbone's own classifier stays the final exit; its
+weights are shared, not copied, so ``net.backbone`` is still the original network, and timing it is
+timing the full model.
+
+The run-time part: ``BudgetController`` picks thresholds from the calibrated (validation) frontier to
+meet a budget in MACs per image or milliseconds per batch, one batch at a time; ``anytime`` returns the
+deepest prediction reached when a deadline passes.  A budget that cannot be met raises
+``ThresholdError`` or, when asked, falls back to the cheapest setting and says so (``BudgetWarning``).
+
+The exit policies, ``infer``, ``infer_single``, ``sweep``, ``frontier`` and ``calibrate`` live in
+``exits``; this package only builds networks for them and measures them.
+
+Modules, one per idea: ``trunk`` (splitting a backbone into tapping points), ``heads`` (branch heads),
+``elastic`` (``ElasticNet`` and ``attach_exits``), ``training`` (branch and joint training), ``timing``
+(benchmarks, per-stage times, the latency model), ``budget`` (the budget controller), ``anytime``
+(deadline prediction), ``reporting`` (exit distribution, the paper's table columns).
+"""
+from __future__ import annotations
+
+from ..device import single_thread  # noqa: F401  (kept for callers of edcnn.single_thread)
+from ..experiment_data import dataset_label  # noqa: F401  (kept for callers of edcnn.dataset_label)
+from .anytime import AnytimeResult, anytime
+from .budget import BudgetChoice, BudgetController, BudgetRun, BudgetWarning
+from .elastic import DEFAULT_TAPS, ElasticNet, attach_exits
+from .heads import HEADS, make_head
+from .reporting import TABLE_COLUMNS, exit_distribution
+from .timing import Contender, LatencyModel, benchmark, measure_batches, measure_latency_model, time_breakdown
+from .training import MODES, WEIGHT_SCHEDULES, ExitLoss, exit_weights, train_branches, train_joint
+from .trunk import GlobalPoolClassifier, Trunk, check_trunk, split_backbone, tapping_points
+
+__all__ = [
+    "AnytimeResult", "anytime", "BudgetChoice", "BudgetController", "BudgetRun", "BudgetWarning",
+    "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TABLE_COLUMNS", "exit_distribution",
+    "Contender", "LatencyModel", "benchmark", "measure_batches", "measure_latency_model", "time_breakdown",
+    "MODES", "WEIGHT_SCHEDULES", "ExitLoss", "exit_weights", "train_branches", "train_joint",
+    "GlobalPoolClassifier", "Trunk", "check_trunk", "split_backbone", "tapping_points", "single_thread",
+    "dataset_label",
+]
