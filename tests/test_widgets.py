@@ -1,7 +1,5 @@
 """The threshold panel and the sweep it wraps: numbers over a grid, slider changes in Python, speed."""
 import io
-import statistics
-import time
 
 import numpy as np
 import pytest
@@ -148,18 +146,14 @@ def test_panel_saves_and_loads_its_scores(panel, tmp_path):
     assert torch.equal(again.scores.confidence, panel.scores.confidence)
 
 
-def test_panel_updates_within_50_ms_for_10000_samples():
+def test_panel_over_10000_samples_shows_the_sweep_after_every_move():
+    """Behaviour only: how fast it updates is `benchmarks/panel_update.py`'s to report (goal < 50 ms)."""
     scores = synthetic_scores(n=10_000, num_exits=6)
     costs = exits.ExitCosts([2_000_000] * 6, [10_000] * 6)
     images = torch.randint(0, 256, (10_000, 3, 32, 32), dtype=torch.uint8)
     p = widgets.ThresholdPanel(scores, costs, exit_latency_ms=[1, 2, 3, 4, 5, 6], images=images)
-    wall, cpu = [], []
-    for value in [0.3, 0.5, 0.7, 0.9, 0.6, 0.4, 0.8, 0.95, 0.55, 0.75, 0.35, 0.65]:
-        w0, c0 = time.perf_counter(), time.process_time()
+    for value in [0.3, 0.9, 0.55]:
         p.sliders[value > 0.6].value = value
-        wall.append(1e3 * (time.perf_counter() - w0))
-        cpu.append(1e3 * (time.process_time() - c0))
-    print(f"panel update, 10,000 samples: wall median {statistics.median(wall):.1f} ms (best {min(wall):.1f}), "
-          f"CPU median {statistics.median(cpu):.1f} ms")
-    # the median wall-clock time over a dozen moves: the number a user feels (CPU time printed for reference)
-    assert statistics.median(wall) < 50
+        thresholds = [s.value for s in p.sliders]
+        assert p.stats.value == widgets.format_stats(p.sweep(thresholds), full_macs=costs.full)
+        assert p.last_update_ms > 0
