@@ -203,6 +203,11 @@ def test_targets_by_brute_force_over_the_grid():
 
     ok = [t for t in grid if early(t)[0] and early(t)[1] >= 0.97 * early(t)[0]]
     assert ok and cal.policy.thresholds == min(ok, key=lambda t: (-early(t)[0], -t))
+    # ... certified instead by a one-sided 95% Clopper-Pearson lower bound: stricter, never looser
+    certified = exits.calibrate(scores, costs, target=exits.RemovalPrecision(0.97, confidence=0.95), grid=grid)
+    ok = [t for t in grid if early(t)[0] and exits.clopper_pearson_lower(early(t)[1], early(t)[0], 0.95) >= 0.97]
+    assert ok and certified.policy.thresholds == min(ok, key=lambda t: (-early(t)[0], -t))
+    assert early(certified.policy.thresholds)[0] <= early(cal.policy.thresholds)[0]
     # cost within a budget, most accurate first
     cal = exits.calibrate(scores, costs, target=exits.CostBudget(250.0), grid=grid)
     ok = [t for t in grid if results[t].mean_macs <= 250.0]
@@ -274,3 +279,16 @@ def test_early_exit_modules_stay_small_and_use_no_private_names():
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules \
                     and node.attr.startswith("_") and not node.attr.startswith("__"):
                 raise AssertionError(f"{path.name}: uses {node.value.id}.{node.attr}, another module's private name")
+
+
+def test_clopper_pearson_lower_bound_exact_values():
+    from scipy.stats import beta
+
+    assert exits.clopper_pearson_lower(0, 0) == 0.0 and exits.clopper_pearson_lower(0, 10) == 0.0
+    assert exits.clopper_pearson_lower(4, 4, 0.95) == pytest.approx(0.05 ** 0.25)  # 4 of 4 certifies only 47%
+    assert exits.clopper_pearson_lower(600, 600, 0.95) == pytest.approx(0.05 ** (1 / 600))  # just over 0.995
+    assert exits.clopper_pearson_lower(95, 100, 0.95) == pytest.approx(beta.ppf(0.05, 95, 6))
+    # the bound grows with evidence at the same observed precision
+    assert exits.clopper_pearson_lower(99, 100) < exits.clopper_pearson_lower(990, 1000) < 0.99
+    with pytest.raises(ThresholdError, match="confidence is a level"):
+        exits.RemovalPrecision(0.99, confidence=1.0)

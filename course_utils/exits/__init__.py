@@ -24,7 +24,8 @@ Calibration (``calibration``) answers a target from cached scores: ``AccuracyTar
 through ``calibrate``, ``best_candidate`` over ``candidates``, and ``frontier``.
 """
 from .calibration import (DEFAULT_GRID, AccuracyTarget, Calibration, Candidate, CostBudget, RemovalPrecision,
-                          Target, best_candidate, calibrate, candidates, frontier, shared_grid)
+                          Target, best_candidate, calibrate, candidates, clopper_pearson_lower, frontier,
+                          shared_grid)
 from .network import EarlyExitResult, ExitCosts, ExitNetwork, count_macs, exit_loss
 from .policies import (POLICIES, Entropy, ExitPolicy, MaxSoftmax, Patience, Thresholds, confidence, make_policy,
                        normalized_entropy, policy_class)
@@ -32,7 +33,7 @@ from .scores import ExitScores, SweepResult, collect_logits, summarize, sweep
 
 __all__ = [
     "DEFAULT_GRID", "AccuracyTarget", "Calibration", "Candidate", "CostBudget", "RemovalPrecision", "Target",
-    "best_candidate", "calibrate", "candidates", "frontier", "shared_grid",
+    "best_candidate", "calibrate", "candidates", "clopper_pearson_lower", "frontier", "shared_grid",
     "EarlyExitResult", "ExitCosts", "ExitNetwork", "count_macs", "exit_loss",
     "POLICIES", "Entropy", "ExitPolicy", "MaxSoftmax", "Patience", "Thresholds", "confidence", "make_policy",
     "normalized_entropy", "policy_class",

@@ -101,23 +101,46 @@ class AccuracyTarget:
         return num_exits - 1 if policy_name == "patience" else None
 
 
+def clopper_pearson_lower(right: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided lower confidence bound on a proportion from ``right`` successes in ``n`` trials (exact, Clopper-Pearson).
+
+    The true proportion is at least this with probability ``confidence``: with 4 of 4 removed samples
+    right the bound is only 0.47, with 600 of 600 it is 0.995.  ``n == 0`` gives 0.
+    """
+    if n <= 0 or right <= 0:
+        return 0.0
+    if right >= n:  # Beta(n, 1) has the closed form x^n
+        return (1.0 - confidence) ** (1.0 / n)
+    from scipy.stats import beta
+
+    return float(beta.ppf(1.0 - confidence, right, n - right + 1))
+
+
 @dataclass(frozen=True)
 class RemovalPrecision:
     """The samples leaving before the final exit are at least ``precision`` correct; as many leave as possible.
 
+    confidence: ``None`` compares the val point estimate with ``precision``; a level (e.g. 0.95) asks instead
+    that the one-sided Clopper-Pearson lower bound on the removed samples' precision reach ``precision``, so
+    that 4 right of 4 never certifies 99.5%.
     Among thresholds that let the same number leave, the strictest is kept (the same set, with the most margin).
     With no qualifying threshold no sample leaves early.
     """
 
     precision: float = 0.995
+    confidence: float | None = None
 
     def __post_init__(self):
         if not (isinstance(self.precision, (int, float)) and 0.0 < self.precision <= 1.0):
             raise ThresholdError(f"removal_precision is the accuracy required of removed val samples, in (0, 1]; "
                                  f"got {self.precision!r}. Use e.g. 0.995.")
+        if self.confidence is not None and not 0.5 <= self.confidence < 1.0:
+            raise ThresholdError(f"removal confidence is a level in [0.5, 1), got {self.confidence!r}. Use e.g. 0.95.")
 
     def accepts(self, c: Candidate, full_accuracy: float) -> bool:
         n, right = c.result.early_counts
+        if self.confidence is not None:
+            return n > 0 and clopper_pearson_lower(right, n, self.confidence) >= self.precision - 1e-12
         return n > 0 and right >= self.precision * n - 1e-9
 
     def key(self, c: Candidate) -> tuple:
