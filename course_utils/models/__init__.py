@@ -15,9 +15,11 @@ from typing import Callable
 import torch.nn as nn
 
 from ..errors import UnknownNameError
-from . import alexnet, googlenet, inception, mobilenetv1, mobilenetv2, resnet, shufflenetv1, shufflenetv2, vgg
+from . import (alexnet, googlenet, inception, mobilenetv1, mobilenetv2, resnet, resnext_cifar, shufflenetv1,
+               shufflenetv2, vgg)
 
-_FAMILIES = (alexnet, vgg, googlenet, inception, resnet, mobilenetv1, mobilenetv2, shufflenetv1, shufflenetv2)
+_FAMILIES = (alexnet, vgg, googlenet, inception, resnet, resnext_cifar, mobilenetv1, mobilenetv2, shufflenetv1,
+             shufflenetv2)
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 for _family in _FAMILIES:
