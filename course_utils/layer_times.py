@@ -71,3 +71,72 @@ def module_times(model: nn.Module, x: torch.Tensor | None = None, module_names: 
             for _ in range(repeats):
                 step()
     return times
+
+
+OUTSIDE = "outside layers (add, concat, shuffle, Python)"
+
+
+def _bytes_moved(leaves: Mapping[str, nn.Module], run: Callable[[], Any],
+                 kind_of: Callable[[nn.Module], str]) -> dict[str, float]:
+    """Bytes each layer kind reads and writes in one forward: inputs + outputs + its own weights (once per layer)."""
+    traffic: dict[str, float] = {}
+    handles = []
+    for module in leaves.values():
+        def post(m, args, out):
+            t_in = sum(a.numel() * a.element_size() for a in args if torch.is_tensor(a))
+            t_out = out.numel() * out.element_size() if torch.is_tensor(out) else 0
+            weights = sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+            traffic[kind_of(m)] = traffic.get(kind_of(m), 0.0) + t_in + t_out + weights
+
+        handles.append(module.register_forward_hook(post))
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return traffic
+
+
+def kind_breakdown(net: nn.Module, shape: Sequence[int], kind_of: Callable[[nn.Module], str], *, runs: int = 5,
+                   warmup: int = 2, device: str | torch.device = "cpu"):
+    """Per layer kind (``kind_of(leaf module)``): seconds, MACs, bytes moved, and their shares, of one forward.
+
+    shape: the input batch ``(B, C, H, W)`` (random values).  Seconds are the median over ``runs`` of each
+    run's per-kind sum; what no leaf module accounts for (residual additions, concatenations, channel
+    shuffles, PyTorch's per-module overhead and the hooks') is the ``OUTSIDE`` row.  Returns a pandas
+    DataFrame indexed by kind, slowest first, with columns seconds, macs, bytes, time share, MAC share,
+    MACs per byte (arithmetic intensity) and GMACs/s.
+    """
+    import pandas as pd
+
+    from .complexity import profile
+    from .device import stopwatch
+
+    net = net.eval().to(device)
+    leaves = {name: m for name, m in net.named_modules() if name and next(m.children(), None) is None}
+    x = torch.randn(tuple(shape), device=device)
+    traffic = _bytes_moved(leaves, lambda: net(x), kind_of)
+    per_run = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            net(x)
+        for _ in range(runs):
+            with timing_hooks(leaves, device) as times, stopwatch(device) as watch:
+                net(x)
+            by_kind: dict[str, float] = {}
+            for name, ms in times.items():
+                by_kind[kind_of(leaves[name])] = by_kind.get(kind_of(leaves[name]), 0.0) + sum(ms) / 1e3
+            per_run.append({**by_kind, OUTSIDE: watch.seconds - sum(by_kind.values())})
+    layers = profile(net, tuple(shape)).layers
+    modules = dict(net.named_modules())
+    layers["kind"] = [kind_of(modules[n]) if n in modules else "other" for n in layers["name"]]
+    table = pd.DataFrame({"seconds": pd.DataFrame(per_run).median()})
+    table["macs"] = layers.groupby("kind")["macs"].sum()
+    table["bytes"] = pd.Series(traffic)
+    table = table.fillna(0)
+    table["time share"] = table["seconds"] / table["seconds"].sum()
+    table["MAC share"] = table["macs"] / table["macs"].sum()
+    table["MACs per byte"] = (table["macs"] / table["bytes"]).where(table["bytes"] > 0)
+    table["GMACs/s"] = (table["macs"] / table["seconds"] / 1e9).where(table["macs"] > 0)
+    return table.sort_values("seconds", ascending=False)
