@@ -120,3 +120,29 @@ def test_no_file_is_longer_than_500_lines(path):
 def test_the_function_walk_finds_methods_and_nested_functions():
     tree = ast.parse("class A:\n    @staticmethod\n    def f():\n        def g():\n            pass\n")
     assert [(name, line) for name, line, _ in functions(tree)] == [("A.f", 2), ("A.f.g", 4)]
+
+
+def private_uses(source: str) -> list[str]:
+    """Another course module's private names that ``source`` imports or reaches through a module attribute."""
+    tree = ast.parse(source)
+    found, ours = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("course_utils")):
+            found += [f"from {'.' * node.level}{node.module or ''} import {a.name}" for a in node.names if a.name.startswith("_")]
+            ours |= {a.asname or a.name for a in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ours \
+                and node.attr.startswith("_") and not node.attr.startswith("__"):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[relative(p) for p in SOURCES])
+def test_no_module_uses_another_modules_private_names(path):
+    assert not private_uses(path.read_text()), f"{relative(path)}: make these public in their home module"
+
+
+def test_the_private_name_check_sees_imports_and_attributes():
+    assert private_uses("from .models import vgg\nvgg._init_weights(m)") == ["vgg._init_weights"]
+    assert private_uses("from ..train import _fingerprint") == ["from ..train import _fingerprint"]
+    assert private_uses("import torch\ntorch._C\nfrom .device import stopwatch") == []
