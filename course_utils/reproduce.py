@@ -52,6 +52,7 @@ class Run:
     folder: Path
     notes: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the notebook's kernel
+    tier: str = "quick"  # which of reproduce.yaml's tiers planned it (recorded, and shown on the results page)
 
     @property
     def name(self) -> str:
@@ -166,7 +167,7 @@ def plan(config: dict, names: list[str], *, quick: bool | None = None, results_d
                 params[dataset_key] = "digits"
             folder = results_dir / "runs" / name / _run_folder_name(params, keys + sorted(set(overrides or {}) - set(keys)))
             env = {k: str(v) for k, v in (spec.get("env") or {}).items()}
-            runs.append(Run(name, REPO / spec["notebook"], params, folder, notes, env))
+            runs.append(Run(name, REPO / spec["notebook"], params, folder, notes, env, scale))
     # the same parameters twice (e.g. two datasets that both fell back to digits) run once
     unique = {}
     for r in runs:
@@ -220,7 +221,8 @@ def execute(run: Run, *, smoke: bool = False, log=print) -> dict:
     params = {**run.parameters, "RESULTS_DIR": str(run.folder.resolve())}
     if smoke:
         params["SMOKE"] = True
-    record = {"experiment": run.experiment, "run": run.name, "notebook": os.path.relpath(run.notebook, REPO),
+    record = {"experiment": run.experiment, "run": run.name, "tier": run.tier,
+              "notebook": os.path.relpath(run.notebook, REPO),
               "parameters": run.parameters, "notes": run.notes, "torch": torch.__version__,
               "device": device_name(get_device()), "start": dt.datetime.now().isoformat(timespec="seconds")}
     t0 = time.perf_counter()
@@ -393,6 +395,8 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
         devices = sorted({r["device"] for _, r in runs})
         scales = sorted({str(r["metrics"].get("scale", "")) for _, r in runs} - {""})
         lines += [f"**Measured on:** {'; '.join(devices)}", ""]
+        lines += [f"**Tier:** {_tier_label(r.get('tier', 'quick'))}" for r in
+                  {r.get("tier", "quick"): r for _, r in runs}.values()] + [""]
         if scales:
             lines += ["**Scale:** " + "; ".join(scales), ""]
         notes = sorted({n for _, r in runs for n in r.get("notes", [])})
@@ -413,6 +417,18 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(lines))
     return path
+
+
+TIER_LABELS = {
+    "quick": "quick: a minutes-long demonstration on small, briefly trained networks; it shows that everything "
+             "runs and says nothing about the papers' claims",
+    "standard": "standard: networks trained to the accuracy floors at CPU scale, several seeds",
+    "paper": "paper: the papers' own scale (full width and data), run on the device named above",
+}
+
+
+def _tier_label(tier: str) -> str:
+    return TIER_LABELS.get(tier, tier)
 
 
 def _headlines(spec: dict, runs: list[tuple[Path, dict]]) -> list[str]:
