@@ -57,7 +57,10 @@ def check_10_speedycnet(out: Path) -> None:
         assert (rows["speedup_vs_vgg16"] - base / rows["train_seconds"]).abs().max() < 1e-9, protocol
     metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width_mult 0.125" in metrics["scale"]
-    assert (out / "speedycnet_plots.png").stat().st_size > 1000
+    assert metrics["figure_problems"] == 0, "a figure has overlapping or clipped text, or a legend over data"
+    assert metrics["seconds_total"] > 0  # the measured run time, printed by the last cell
+    for name in ("speedycnet_plots", "speedycnet_easy_hard"):
+        assert (out / f"{name}.png").stat().st_size > 1000
 
 
 def check_11_edcnn(out: Path) -> None:
@@ -79,8 +82,12 @@ def check_11_edcnn(out: Path) -> None:
         panel.sliders[0].value = value
         assert panel.thresholds()[0] == value and panel.last_update_ms > 0
         assert panel.stats.value == format_stats(panel.sweep(panel.thresholds()), full_macs=panel.costs.full)
-    for name in ("edcnn_frontier", "edcnn_macs_vs_time", "edcnn_exits_per_class"):
+    assert metrics["figure_problems"] == 0, "a figure has overlapping or clipped text, or a legend over data"
+    assert metrics["seconds_total"] > 0
+    for name in ("edcnn_frontier", "edcnn_macs_vs_time", "edcnn_exits_per_class", "edcnn_time_breakdown"):
         assert (out / f"{name}.png").stat().st_size > 1000
+    breakdown = pd.read_csv(out / "edcnn_time_breakdown.csv")  # the elastic network's: its exits and its policy
+    assert breakdown["part"].iloc[0].startswith("exit 1") and breakdown["part"].iloc[-1] == "exit policy + compaction"
 
 
 WALK = ["01_imagenet_alexnet_zfnet", "02_vgg", "03_googlenet", "04_inception_v3", "05_resnet", "06_resnext",

@@ -212,8 +212,11 @@ def test_a_removed_sample_never_reaches_a_later_stage(cache, cascades, digits16)
             assert torch.equal(rule, result.removed_at[idx] == k)
             assert stage.removed == int(rule.sum())
             assert stage.removed_wrong == int((rule & (logits.argmax(1) != y[idx])).sum())
+            # the prediction recorded for every removed sample is the removing learner's
+            assert torch.equal(result.removed_prediction[idx[rule]], logits.argmax(1)[rule])
         if k + 1 < len(result.stages):
             assert result.stages[k + 1].samples_in == stage.samples_in - stage.removed
+    assert ((result.removed_prediction == -1) == (result.removed_at == -1)).all()
 
 
 def test_stage_records_and_time_accounting(cascades, digits16):

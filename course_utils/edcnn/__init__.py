@@ -25,7 +25,8 @@ The exit policies, ``infer``, ``infer_single``, ``sweep``, ``frontier`` and ``ca
 Modules, one per idea: ``trunk`` (splitting a backbone into tapping points), ``heads`` (branch heads),
 ``elastic`` (``ElasticNet`` and ``attach_exits``), ``training`` (branch and joint training), ``timing``
 (benchmarks, per-stage times, the latency model), ``budget`` (the budget controller), ``anytime``
-(deadline prediction), ``reporting`` (exit distribution, the paper's table columns).
+(deadline prediction), ``reporting`` (exit distribution, the paper's table columns, the MACs-vs-time findings),
+``plots`` (the notebook's figures; ``from course_utils.edcnn import plots``, it loads matplotlib).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from .anytime import AnytimeResult, anytime
 from .budget import BudgetChoice, BudgetController, BudgetRun, BudgetWarning
 from .elastic import DEFAULT_TAPS, ElasticNet, attach_exits
 from .heads import HEADS, make_head
-from .reporting import TABLE_COLUMNS, exit_distribution
+from .reporting import TABLE_COLUMNS, exit_distribution, macs_vs_time_findings
 from .timing import Contender, LatencyModel, benchmark, measure_batches, measure_latency_model, time_breakdown
 from .training import MODES, WEIGHT_SCHEDULES, ExitLoss, exit_weights, train_branches, train_joint
 from .trunk import GlobalPoolClassifier, Trunk, check_trunk, split_backbone, tapping_points
@@ -43,6 +44,7 @@ from .trunk import GlobalPoolClassifier, Trunk, check_trunk, split_backbone, tap
 __all__ = [
     "AnytimeResult", "anytime", "BudgetChoice", "BudgetController", "BudgetRun", "BudgetWarning",
     "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TABLE_COLUMNS", "exit_distribution",
+    "macs_vs_time_findings",
     "Contender", "LatencyModel", "benchmark", "measure_batches", "measure_latency_model", "time_breakdown",
     "MODES", "WEIGHT_SCHEDULES", "ExitLoss", "exit_weights", "train_branches", "train_joint",
     "GlobalPoolClassifier", "Trunk", "check_trunk", "split_backbone", "tapping_points", "single_thread",

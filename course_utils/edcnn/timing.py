@@ -108,36 +108,50 @@ def time_breakdown(net: ElasticNet, x: torch.Tensor, policy: exits.ExitPolicy | 
     """Where the time of ``net.infer(x, policy)`` goes: per exit, stage and head milliseconds and MACs.
 
     ``layer_times.module_times`` times every stage and head inside the core's own ``infer``; what is left of the
-    wall-clock time is the policy, compaction and Python (the row ``"policy + compaction"``).  ``policy=None``
-    times the network with every branch disabled.  Medians over ``repeats`` runs after one warm-up.  Returns a
-    DataFrame with rows per exit plus that row, columns: part, samples, stage_ms, head_ms, total_ms, macs,
+    wall-clock time is the policy, compaction and Python (the row ``"exit policy + compaction"``).
+
+    ``policy=None`` times the original network instead: the stages in a row, then the backbone's own classifier,
+    no branch and no exit decision.  Its rows are ``"stage k (to <tap>)"``, the last one with the classifier, and
+    ``"Python between stages"`` for what the hooks did not see.  Medians over ``repeats`` runs after one warm-up.
+    Returns a DataFrame with one row per part, columns: part, samples, stage_ms, head_ms, total_ms, macs,
     time_share, macs_share.
     """
     import numpy as np
     import pandas as pd
 
     net.eval()
-    policy = policy if policy is not None else exits.MaxSoftmax(None)
-    walls, holder = [], {}
+    walls, holder, costs, last = [], {}, net.costs, net.num_exits - 1
 
-    def once() -> None:
-        walls.append(elapsed_ms(lambda: holder.update(r=net.infer(x, policy)), x.device))
+    def full() -> torch.Tensor:
+        h = x
+        for stage in net.stages:
+            h = stage(h)
+        return net.heads[last](h)
 
-    names = [f"{kind}.{k}" for kind in ("stages", "heads") for k in range(net.num_exits)]
-    marks = module_times(net, module_names=names, repeats=repeats, warmup=1, device=x.device, run=once)
-    walls, result, costs = walls[1:], holder["r"], net.costs  # the first run was the warm-up
+    def run() -> None:
+        step = full if policy is None else (lambda: net.infer(x, policy))
+        walls.append(elapsed_ms(lambda: holder.update(r=step()), x.device))
+
+    names = [f"stages.{k}" for k in range(net.num_exits)]
+    names += [f"heads.{k}" for k in range(net.num_exits) if policy is not None or k == last]
+    marks = module_times(net, module_names=names, repeats=repeats, warmup=1, device=x.device, run=run)
+    walls = walls[1:]  # the first run was the warm-up
+    median = {name: float(np.median(marks[name])) if marks[name] else 0.0 for name in names}
     rows = []
     for k in range(net.num_exits):
-        stage, head = (float(np.median(marks[f"{kind}.{k}"])) if marks[f"{kind}.{k}"] else 0.0
-                       for kind in ("stages", "heads"))
-        n = result.samples_per_stage[k] if k < len(result.samples_per_stage) else 0
-        head_on = policy.head_needed(k, net.num_exits) and n > 0
-        rows.append({"part": f"exit {k + 1} ({net.taps[k]})", "samples": n, "stage_ms": stage, "head_ms": head,
-                     "total_ms": stage + head,
+        stage, head = median[f"stages.{k}"], median.get(f"heads.{k}", 0.0)
+        if policy is None:
+            part = f"stage {k + 1} + classifier" if k == last else f"stage {k + 1} (to {net.taps[k]})"
+            n, head_on = len(x), k == last
+        else:
+            part, result = f"exit {k + 1} ({net.taps[k]})", holder["r"]
+            n = result.samples_per_stage[k] if k < len(result.samples_per_stage) else 0
+            head_on = policy.head_needed(k, net.num_exits) and n > 0
+        rows.append({"part": part, "samples": n, "stage_ms": stage, "head_ms": head, "total_ms": stage + head,
                      "macs": n * costs.stage_macs[k] + (n * costs.head_macs[k] if head_on else 0)})
-    wall = float(np.median(walls))
-    rows.append({"part": "policy + compaction", "samples": len(x), "stage_ms": 0.0, "head_ms": 0.0,
-                 "total_ms": max(wall - sum(r["total_ms"] for r in rows), 0.0), "macs": 0})
+    rest = max(float(np.median(walls)) - sum(r["total_ms"] for r in rows), 0.0)
+    rows.append({"part": "Python between stages" if policy is None else "exit policy + compaction",
+                 "samples": len(x), "stage_ms": 0.0, "head_ms": 0.0, "total_ms": rest, "macs": 0})
     df = pd.DataFrame(rows)
     df["time_share"] = df["total_ms"] / df["total_ms"].sum()
     df["macs_share"] = df["macs"] / max(df["macs"].sum(), 1)

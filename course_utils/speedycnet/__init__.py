@@ -41,16 +41,18 @@ where a rank's own decision differed before the broadcast (0 when the weights ag
 
 Modules: ``learners`` (VGG pieces and heads), ``removal`` (the removal rule, an ``exits`` calibration
 target), ``cascade`` (the trainer: one function per stage, and the loop), ``evaluation`` (timed baselines,
-the cascade by real early exit).
+the cascade by real early exit, sample images per removal group), ``plots`` (the notebook's figures; import it
+as ``from course_utils.speedycnet import plots``, it loads matplotlib).
 """
 from __future__ import annotations
 
 from .cascade import CascadeConfig, CascadeResult, StageRecord, drop_last_batch, train_cascade
-from .evaluation import CascadeEvaluation, accuracy_on, evaluate_cascade, timed_fit
+from .evaluation import EXAMPLE_GROUPS, CascadeEvaluation, accuracy_on, evaluate_cascade, removal_examples, timed_fit
 from .learners import (HEAD_POOL, HEADS, SPLIT, HeadBuilder, hierarchical_learners, independent_learners,
                        learner_stack, vgg16_baseline, vgg_blocks)
 from .removal import REMOVAL_GRID, REMOVAL_RULES, removal_mask, removal_threshold
 
 __all__ = ["SPLIT", "HEADS", "vgg_blocks", "hierarchical_learners", "independent_learners", "learner_stack",
            "vgg16_baseline", "removal_threshold", "removal_mask", "StageRecord", "CascadeResult", "CascadeConfig",
-           "train_cascade", "timed_fit", "accuracy_on", "CascadeEvaluation", "evaluate_cascade"]
+           "train_cascade", "timed_fit", "accuracy_on", "CascadeEvaluation", "evaluate_cascade", "EXAMPLE_GROUPS",
+           "removal_examples"]

@@ -72,6 +72,7 @@ class CascadeResult:
     timeline: list[dict] = field(default_factory=list)  # per epoch: stage, epoch, seconds, cascade_val_accuracy
     device: str = ""
     setup_seconds: float = 0.0  # moving the data to the device once
+    removed_prediction: torch.Tensor | None = None  # (N_train,) long: the removing learner's class; -1 never removed
 
     @property
     def seconds(self) -> float:
@@ -246,6 +247,7 @@ class _Progress:
     alive: torch.Tensor  # indices of the training samples still in the cascade
     alive_val: torch.Tensor
     removed_at: torch.Tensor  # (N_train,) 0-based stage that removed the sample, -1 never
+    removed_prediction: torch.Tensor  # (N_train,) the class the removing learner predicted, -1 never removed
     val_removed_at: torch.Tensor
     thresholds: list[float | None]
     feats: torch.Tensor | None = None  # cached h_{k-1} of the alive samples; None: start from raw pixels
@@ -407,6 +409,7 @@ def _preclassify_stage(run: _Run, progress: _Progress, k: int, record: StageReco
     record.removed = int(mask.sum())
     record.removed_wrong = int((mask & (logits.argmax(1) != y)).sum())
     progress.removed_at[progress.alive[mask].cpu()] = k
+    progress.removed_prediction[progress.alive[mask].cpu()] = logits.argmax(1)[mask].cpu()
     progress.alive = progress.alive[~mask]
     if keep:  # the pass held the previous cache and every remaining sample's new features at once
         record.cache_peak_bytes = _nbytes(source if cached else None, kept, progress.feats_val)
@@ -453,6 +456,7 @@ def train_cascade(net: ExitNetwork, dataset: str, train: tuple[torch.Tensor, tor
     progress = _Progress(alive=torch.arange(len(labels), device=device),
                          alive_val=torch.arange(len(val_labels), device=device),
                          removed_at=torch.full((len(labels),), -1, dtype=torch.long),
+                         removed_prediction=torch.full((len(labels),), -1, dtype=torch.long),
                          val_removed_at=torch.full((len(val_labels),), -1, dtype=torch.long),
                          thresholds=[None] * (num - 1), elapsed=setup.seconds)
     for k in range(num):
@@ -467,4 +471,4 @@ def train_cascade(net: ExitNetwork, dataset: str, train: tuple[torch.Tensor, tor
     return CascadeResult(net=net, policy=policy, stages=progress.stages, removed_at=progress.removed_at,
                          val_removed_at=progress.val_removed_at, trained_on=progress.trained_on,
                          histories=progress.histories, timeline=progress.timeline, device=device_name(device),
-                         setup_seconds=setup.seconds)
+                         setup_seconds=setup.seconds, removed_prediction=progress.removed_prediction)

@@ -17,6 +17,8 @@ from .cascade import drop_last_batch
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .cascade import CascadeResult
+
 
 def timed_fit(model: nn.Module, dataset: str, train: tuple[torch.Tensor, torch.Tensor],
               val: tuple[torch.Tensor, torch.Tensor] | None, config: TrainConfig) -> tuple[History, float]:
@@ -88,3 +90,40 @@ def evaluate_cascade(net: ExitNetwork, policy: ExitPolicy, dataset: str, images:
                            net.costs.cumulative(policy.enabled(net.num_exits)))
     return CascadeEvaluation(real.accuracy, real.predictions, real.exit_index, real.exit_counts, real.exit_accuracy,
                              heads.exit_accuracy(), macs / max(n, 1))
+
+
+EXAMPLE_GROUPS = ("removed by learner 1", "removed wrongly", "reached the last learner")
+
+
+@torch.no_grad()
+def removal_examples(result: "CascadeResult", dataset: str, images: torch.Tensor, labels: torch.Tensor, *,
+                     per_group: int = 10, seed: int = 0) -> "pd.DataFrame":
+    """Training samples drawn at random (seeded) from what the cascade did with them, and what it predicted.
+
+    Groups (``EXAMPLE_GROUPS``): removed by learner 1 (the easy ones), removed wrongly by any learner, and never
+    removed (they reached the last learner).  images, labels: the training split given to ``train_cascade``.
+    Returns a DataFrame with one row per drawn sample: group, index (into the training split), label,
+    prediction (the removing learner's, recorded during training; for the last group, the last learner's),
+    removed_at (1-based learner, 0 for never), correct.
+    """
+    import pandas as pd
+
+    removed_at, predicted = result.removed_at.cpu(), result.removed_prediction.cpu()
+    labels = labels.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    masks = (removed_at == 0, (removed_at >= 0) & (predicted != labels), removed_at == -1)
+    rows = []
+    for group, mask in zip(EXAMPLE_GROUPS, masks):
+        pool = torch.nonzero(mask).flatten()
+        chosen = pool[torch.randperm(len(pool), generator=generator)[:per_group]].sort().values
+        pred = predicted[chosen]
+        if group == EXAMPLE_GROUPS[-1] and len(chosen):  # never removed: ask the last learner
+            device = next(result.net.parameters()).device
+            x = images[chosen].to(device)
+            x = DeviceLoader.for_dataset(dataset, x, labels[chosen].to(device), train=False, device=device).transform(x)
+            result.net.eval()
+            pred = result.net.forward_all(x)[-1].argmax(1).cpu()
+        rows += [{"group": group, "index": int(i), "label": int(labels[i]), "prediction": int(p),
+                  "removed_at": int(removed_at[i]) + 1, "correct": int(p) == int(labels[i])}
+                 for i, p in zip(chosen, pred)]
+    return pd.DataFrame(rows, columns=["group", "index", "label", "prediction", "removed_at", "correct"])
