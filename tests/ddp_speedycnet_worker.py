@@ -24,7 +24,7 @@ def run(cache: bool) -> dict:
     torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     net = speedycnet.hierarchical_learners(10, 1, 16, width_mult=0.25)
     config = speedycnet.CascadeConfig(train=TrainConfig(epochs=2, batch_size=64, lr=0.05, progress=False),
-                                      removal_precision=0.99, cache_features=cache)
+                                      removal_precision=0.99, removal_confidence=None, cache_features=cache)
     result = speedycnet.train_cascade(net, "digits", (x, y), (xv, yv), config)
     mine = {
         "removed_at": result.removed_at.tolist(),

@@ -122,6 +122,9 @@ class CascadeConfig:
     policy: str = "max_softmax"
     thresholds: exits.Thresholds = None
     removal_precision: float = 0.995
+    # The removal precision is certified by a one-sided Clopper-Pearson lower bound at this level on the val
+    # samples a threshold removes, not by a point estimate over a handful of them (None: the point estimate).
+    removal_confidence: float | None = 0.95
     removal: str = "confident"
     cache_features: bool = True
     cache_dtype: torch.dtype | None = None
@@ -152,7 +155,7 @@ class CascadeConfig:
                               "give one shared TrainConfig or one per learner.")
         if self.min_batch_size is not None and self.min_batch_size < 1:
             raise CourseError(f"min_batch_size must be None or >= 1, got {self.min_batch_size!r}.")
-        exits.RemovalPrecision(self.removal_precision)  # raises ThresholdError when out of (0, 1]
+        exits.RemovalPrecision(self.removal_precision, self.removal_confidence)  # raises ThresholdError out of range
         if self.thresholds is None:
             return None
         return exits.make_policy(self.policy, self.thresholds).resolved(num_exits)
@@ -374,7 +377,8 @@ def _calibrate_stage(run: _Run, progress: _Progress, k: int, record: StageRecord
     if run.fixed is not None:
         tau = run.fixed[k]
     elif val.logits is not None:
-        tau = removal_threshold(val.logits, val.labels, config.policy, config.removal_precision, config.grid)
+        tau = removal_threshold(val.logits, val.labels, config.policy, config.removal_precision, config.grid,
+                                config.removal_confidence)
     else:
         tau = None
     tau_t = _broadcast(torch.tensor(-1.0 if tau is None else tau, dtype=torch.float64), run.device)
