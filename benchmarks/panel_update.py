@@ -30,16 +30,7 @@ GOAL_MS = 50.0
 
 
 def synthetic_scores(n: int, num_exits: int, seed: int = 0) -> exits.ExitScores:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    per_exit = []
-    for k in range(num_exits):
-        right = torch.rand(n, generator=g) < 0.5 + 0.1 * k
-        pred = torch.where(right, labels, (labels + 1) % 10)
-        logits = torch.randn(n, 10, generator=g) * 0.7
-        logits[torch.arange(n), pred] += torch.where(right, 3.0, 1.0)
-        per_exit.append(logits)
-    return exits.ExitScores.from_logits(per_exit, labels)
+    return exits.synthetic_scores(n, num_exits, seed, base=0.5, step=0.1, noise=0.7, margin_right=3.0)
 
 
 def main(argv: list[str] | None = None) -> dict:

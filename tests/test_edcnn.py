@@ -236,16 +236,7 @@ def test_exit_weights_and_their_errors():
 # ----------------------------------------------------------------------------- the budget controller
 def synthetic_scores(n=2000, num_exits=4, seed=1):
     """Heads that get better with depth; exit k is right with probability 0.55 + 0.15 k, confident when right."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    per_exit = []
-    for k in range(num_exits):
-        right = torch.rand(n, generator=g) < 0.55 + 0.15 * k
-        pred = torch.where(right, labels, (labels + 1) % 10)
-        logits = torch.randn(n, 10, generator=g) * 0.3
-        logits[torch.arange(n), pred] += torch.where(right, 4.0, 1.0)
-        per_exit.append(logits)
-    return exits.ExitScores.from_logits(per_exit, labels)
+    return exits.synthetic_scores(n, num_exits, seed)
 
 
 def test_controller_meets_a_reachable_mac_budget_with_the_best_accuracy():

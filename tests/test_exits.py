@@ -172,16 +172,7 @@ def test_exit_loss_weights_heads():
 
 def synthetic_scores(n: int = 2000, seed: int = 1) -> exits.ExitScores:
     """Heads that get better with depth: exit k is right with probability 0.55 + 0.15 k, confident when right."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    per_exit = []
-    for k in range(4):
-        right = torch.rand(n, generator=g) < 0.55 + 0.15 * k
-        pred = torch.where(right, labels, (labels + 1) % 10)
-        logits = torch.randn(n, 10, generator=g) * 0.3
-        logits[torch.arange(n), pred] += torch.where(right, 4.0, 1.0)
-        per_exit.append(logits)
-    return exits.ExitScores.from_logits(per_exit, labels)
+    return exits.synthetic_scores(n, 4, seed)
 
 
 def test_targets_by_brute_force_over_the_grid():

@@ -11,16 +11,7 @@ from course_utils.errors import CourseError, ThresholdError
 
 def synthetic_scores(n: int = 2000, num_exits: int = 4, seed: int = 0) -> exits.ExitScores:
     """Heads that get better with depth: exit k is right with probability 0.5 + 0.1 k, surer when right."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    per_exit = []
-    for k in range(num_exits):
-        right = torch.rand(n, generator=g) < 0.5 + 0.1 * k
-        pred = torch.where(right, labels, (labels + 1) % 10)
-        logits = torch.randn(n, 10, generator=g) * 0.7
-        logits[torch.arange(n), pred] += torch.where(right, 3.0, 1.0)
-        per_exit.append(logits)
-    return exits.ExitScores.from_logits(per_exit, labels)
+    return exits.synthetic_scores(n, num_exits, seed, base=0.5, step=0.1, noise=0.7, margin_right=3.0)
 
 
 COSTS = exits.ExitCosts([100, 100, 100, 100], [2, 2, 2, 2])

@@ -29,7 +29,7 @@ from .calibration import (DEFAULT_GRID, AccuracyTarget, Calibration, Candidate, 
 from .network import EarlyExitResult, ExitCosts, ExitNetwork, count_macs, exit_loss
 from .policies import (POLICIES, Entropy, ExitPolicy, MaxSoftmax, Patience, Thresholds, confidence, make_policy,
                        normalized_entropy, policy_class)
-from .scores import ExitScores, SweepResult, collect_logits, summarize, sweep
+from .scores import ExitScores, SweepResult, collect_logits, summarize, sweep, synthetic_scores
 
 __all__ = [
     "DEFAULT_GRID", "AccuracyTarget", "Calibration", "Candidate", "CostBudget", "RemovalPrecision", "Target",
@@ -37,5 +37,5 @@ __all__ = [
     "EarlyExitResult", "ExitCosts", "ExitNetwork", "count_macs", "exit_loss",
     "POLICIES", "Entropy", "ExitPolicy", "MaxSoftmax", "Patience", "Thresholds", "confidence", "make_policy",
     "normalized_entropy", "policy_class",
-    "ExitScores", "SweepResult", "collect_logits", "summarize", "sweep",
+    "ExitScores", "SweepResult", "collect_logits", "summarize", "sweep", "synthetic_scores",
 ]

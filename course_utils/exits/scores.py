@@ -142,3 +142,23 @@ def sweep(scores: ExitScores, costs: ExitCosts | Sequence[float], policy: ExitPo
     cumulative = costs.cumulative(policy.enabled(scores.num_exits)) if isinstance(costs, ExitCosts) else costs
     return summarize(exit_index, predictions, scores.labels, scores.num_exits, cumulative, exit_latency_ms,
                      thresholds)
+
+
+def synthetic_scores(n: int = 2000, num_exits: int = 4, seed: int = 1, *, base: float = 0.55, step: float = 0.15,
+                     noise: float = 0.3, margin_right: float = 4.0, margin_wrong: float = 1.0) -> ExitScores:
+    """Made-up per-exit logits for tests and benchmarks, never for a result: heads that get better with depth.
+
+    Exit k is right with probability ``base + step * k`` and surer when right (its logit margin is
+    ``margin_right`` instead of ``margin_wrong``, over Gaussian noise of scale ``noise``); 10 classes,
+    labels uniform.  Returns ``ExitScores`` for ``n`` samples and ``num_exits`` heads.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    per_exit = []
+    for k in range(num_exits):
+        right = torch.rand(n, generator=g) < base + step * k
+        pred = torch.where(right, labels, (labels + 1) % 10)
+        logits = torch.randn(n, 10, generator=g) * noise
+        logits[torch.arange(n), pred] += torch.where(right, margin_right, margin_wrong)
+        per_exit.append(logits)
+    return ExitScores.from_logits(per_exit, labels)
