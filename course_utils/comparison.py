@@ -33,6 +33,7 @@ import torch.nn as nn
 from .complexity import measure_latency, profile
 from .device import device_name
 from .errors import UnknownNameError
+from .plots import finish, place_labels
 
 TABLE_COLUMNS = ["model", "year", "resolution", "params", "macs", "top1", "top1_source", "latency_ms", "device"]
 FAMILY_COLOURS = {
@@ -208,14 +209,22 @@ def _bubble_area(params: np.ndarray | pd.Series) -> np.ndarray:
     return np.asarray(params, dtype=float) / 1e8 * 1500
 
 
-def bubble_chart(table: pd.DataFrame, x: str = "macs", ax: plt.Axes | None = None, title: str | None = None):
+def default_scale(table: pd.DataFrame) -> str:
+    """The scale line of the comparison's figures: inputs, networks, where the top-1 and the latency come from."""
+    sides = " / ".join(f"{s}x{s}" for s in sorted(table["resolution"].unique())) if "resolution" in table else "224x224"
+    return f"ImageNet top-1 as published; {len(table)} networks counted at {sides}, batch 1"
+
+
+def bubble_chart(table: pd.DataFrame, x: str = "macs", ax: plt.Axes | None = None, title: str | None = None, *,
+                 scale: str | None = None, device: str | None = None):
     """ImageNet top-1 against ``x`` (``"macs"`` or ``"latency_ms"``, log scale); bubble area = parameters.
 
     table: rows of ``to_table`` (needs ``label``, ``family``, ``params``, ``top1`` and ``x``).
-    Returns the Figure.
+    scale, device: the line under the title (default: ``default_scale(table)`` and the table's device).
+    Labels are placed by ``plots.place_labels``: none overprints another. Returns the Figure.
     """
     if ax is None:
-        fig, ax = plt.subplots(figsize=(10, 6.2))
+        fig, ax = plt.subplots(figsize=(11, 6.6))
     else:
         fig = ax.figure
     values = table[x] / 1e9 if x == "macs" else table[x]
@@ -224,10 +233,8 @@ def bubble_chart(table: pd.DataFrame, x: str = "macs", ax: plt.Axes | None = Non
         if rows.any():
             ax.scatter(values[rows], table.loc[rows, "top1"], s=_bubble_area(table.loc[rows, "params"]),
                        color=colour, alpha=0.45, edgecolor="black", linewidth=0.6, label=family)
-    for value, top1, label in zip(values, table["top1"], table["label"]):
-        ax.annotate(label, (value, top1), xytext=(4, 3), textcoords="offset points", fontsize=7.5)
     ax.set_xscale("log")
-    ax.margins(x=0.08, y=0.06)  # room for the labels of the outermost networks
+    ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost networks
     ax.set_xlabel("multiply-accumulates per image (G, log scale, our counter)" if x == "macs"
                   else f"CPU latency per image (ms, log scale, median, {table['device'].iloc[0]})")
     ax.set_ylabel("ImageNet top-1 accuracy (%, published)")
@@ -242,39 +249,44 @@ def bubble_chart(table: pd.DataFrame, x: str = "macs", ax: plt.Axes | None = Non
     sizes = [5e6, 25e6, 100e6]
     handles = [ax.scatter([], [], s=_bubble_area([s])[0], color="white", edgecolor="black") for s in sizes]
     ax.legend(handles, [f"{s / 1e6:.0f} M" for s in sizes], loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8,
-              title="parameters", title_fontsize=8, labelspacing=2.2, borderpad=1.2, handletextpad=1.5)
-    ax.set_title(title or ("Accuracy against operations (bubble area = parameters)" if x == "macs"
-                           else "Accuracy against measured CPU latency (bubble area = parameters)"), fontsize=10)
-    fig.tight_layout()
+              title="parameters", title_fontsize=8, labelspacing=2.2, borderpad=1.2, handletextpad=2.6)
+    title = title or ("ImageNet top-1 against operations (bubble area = parameters)" if x == "macs"
+                      else "ImageNet top-1 against measured CPU latency (bubble area = parameters)")
+    finish(fig, title, default_scale(table) if scale is None else scale,
+           table["device"].iloc[0] if device is None else device, fontsize=10)
+    place_labels(ax, values, table["top1"], table["label"])
     return fig
 
 
-def timeline_chart(table: pd.DataFrame):
+def timeline_chart(table: pd.DataFrame, *, scale: str | None = None, device: str | None = None):
     """Two panels against the year: published top-1, and MACs (log). Returns the Figure.
 
     The first shows accuracy climbing; the second shows the cost of a given accuracy collapsing once
-    the mobile and searched networks arrive.
+    the mobile and searched networks arrive.  scale, device: the line under the title (default:
+    ``default_scale(table)`` and the table's device).  Labels never overprint (``plots.place_labels``).
     """
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, gridspec_kw={"hspace": 0.08})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 8.5), sharex=True)
     offsets = table.groupby("year").cumcount()  # spread networks of the same year a little
     counts = table.groupby("year")["model"].transform("count")
-    xs = table["year"] + (offsets - (counts - 1) / 2) * 0.12
+    xs = table["year"] + (offsets - (counts - 1) / 2) * 0.13
     colours = table["family"].map(FAMILY_COLOURS)
-    for ax, values, label in ((top, table["top1"], "top-1 (%, published)"),
-                              (bottom, table["macs"] / 1e9, "GMACs per image (log)")):
+    panels = ((top, table["top1"], "top-1 (%, published)"), (bottom, table["macs"] / 1e9, "GMACs per image (log)"))
+    for ax, values, label in panels:
         ax.scatter(xs, values, s=40, c=colours, edgecolor="black", linewidth=0.5, zorder=3)
-        for x, v, name in zip(xs, values, table["label"]):
-            ax.annotate(name, (x, v), xytext=(3, 3), textcoords="offset points", fontsize=7, rotation=20)
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.25)
-    best = table.sort_values("year")["top1"].cummax()
-    top.step(table.sort_values("year")["year"], best, where="post", color="black", alpha=0.3, label="best so far")
-    top.legend(loc="lower right", fontsize=8)
+        ax.margins(x=0.06, y=0.1)
+    by_year = table.sort_values("year")
+    top.step(by_year["year"], by_year["top1"].cummax(), where="post", color="black", alpha=0.3, label="best so far")
     bottom.set_yscale("log")
     bottom.set_xlabel("year first published")
     bottom.set_xticks(sorted(table["year"].unique()))
-    top.set_title("From AlexNet to architecture search: accuracy up, then cost down", fontsize=10)
     for family, colour in FAMILY_COLOURS.items():
-        bottom.scatter([], [], color=colour, label=family, edgecolor="black", linewidth=0.5)
-    bottom.legend(loc="lower left", fontsize=8, ncol=5)
+        top.scatter([], [], color=colour, label=family, edgecolor="black", linewidth=0.5)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="family", title_fontsize=8)
+    finish(fig, "From AlexNet to architecture search: accuracy up, then cost down",
+           default_scale(table) if scale is None else scale,
+           table["device"].iloc[0] if device is None else device, fontsize=10)
+    for ax, values, _ in panels:
+        place_labels(ax, xs, values, table["label"], fontsize=7)
     return fig

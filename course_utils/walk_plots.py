@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .plots import finish
+from .plots import finish, place_labels
 
 Device = str | torch.device | None
 
@@ -58,6 +58,26 @@ def receptive_field(rf: pd.DataFrame, *, title: str, scale: str = "", device: De
     return finish(fig, title, scale, device)
 
 
+def step_losses(losses: Mapping[str, Sequence[float]], *, title: str, scale: str = "", device: Device = None,
+                window: int = 10, chance: float | None = None):
+    """Training loss of every step (faint) and its running mean over ``window`` steps, one line per run.
+
+    losses: run name -> the loss of each SGD step.  chance: a dashed reference line (e.g. ln 10 for 10 classes).
+    """
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for k, (name, values) in enumerate(losses.items()):
+        series = pd.Series(list(values), dtype=float)
+        steps = range(1, len(series) + 1)
+        ax.plot(steps, series, color=f"C{k}", alpha=0.25, linewidth=0.8)
+        ax.plot(steps, series.rolling(window, min_periods=1).mean(), color=f"C{k}", label=f"{name} (mean of {window})")
+    if chance is not None:
+        ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label=f"chance: ln(classes) = {chance:.2f}")
+    ax.set(xlabel="SGD step", ylabel="training loss (batch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return finish(fig, title, scale, device)
+
+
 # ----------------------------------------------------------------------------- 03: GoogLeNet
 def gradient_norm_curves(grad_norms: pd.DataFrame, layers: Sequence[str], *, window: int, title: str,
                          scale: str = "", device: Device = None,
@@ -87,7 +107,7 @@ def ratio_bars(frame: pd.DataFrame, columns: Mapping[str, str], *, ylabel: str, 
 
     columns: column -> legend label, e.g. ``{"ratio, all": "all steps"}``.
     """
-    fig, ax = plt.subplots(figsize=(7, 3.0))
+    fig, ax = plt.subplots(figsize=(8, 3.0))
     xs = np.arange(len(frame))
     width = 0.8 / len(columns)
     for i, (column, label) in enumerate(columns.items()):
@@ -95,7 +115,7 @@ def ratio_bars(frame: pd.DataFrame, columns: Mapping[str, str], *, ylabel: str, 
     ax.axhline(1, color="gray", linewidth=1)
     ax.set_xticks(list(xs), [str(v) for v in frame.index], fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     ax.grid(axis="y", alpha=0.3)
     return finish(fig, title, scale, device)
 
@@ -137,7 +157,7 @@ def cardinality_summary(histories: Mapping[tuple[int, int], Any], cardinality: p
     histories: (C, d) -> ``train.History``; cardinality: one row per (C, d) with ``C``, ``test_accuracy``,
     ``train_seconds``, ``latency_ms`` and ``macs``, the C=1 row first.
     """
-    fig, (ax_curve, ax_acc, ax_cost) = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, (ax_curve, ax_acc, ax_cost) = plt.subplots(1, 3, figsize=(14, 3.8))
     for (c, w), history in histories.items():
         frame = history.to_frame()
         ax_curve.plot(frame["epoch"], frame["val_accuracy"], marker="o", markersize=3, label=f"C={c}, {w}d")
@@ -157,7 +177,7 @@ def cardinality_summary(histories: Mapping[tuple[int, int], Any], cardinality: p
     relative.plot.bar(ax=ax_cost, rot=0, color=["tab:gray", "tab:blue", "tab:orange"], alpha=0.8)
     ax_cost.axhline(1.0, color="black", linewidth=0.8)
     ax_cost.set(ylabel="relative to C=1", title="cost relative to C=1")
-    ax_cost.legend(fontsize=8)
+    ax_cost.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     for ax in (ax_curve, ax_acc, ax_cost):
         ax.title.set_fontsize(10)
     return finish(fig, title, scale, device)
@@ -175,22 +195,24 @@ def multiplier_curve(multipliers: pd.DataFrame, *, title: str, scale: str = "", 
     for label, rows, marker in ((f"width α ({full_side} px)", known[known["input"] == full_side], "o"),
                                 ("resolution ρ (α = 1)", known[known["alpha"] == 1.0], "s")):
         ax.plot(rows["MACs"] / 1e6, rows["top-1 (paper)"], marker=marker, label=label)
-        for _, r in rows.iterrows():
-            ax.annotate(f"α={r['alpha']:g}, {int(r['input'])}px", (r["MACs"] / 1e6, r["top-1 (paper)"]),
-                        xytext=(4, -10), textcoords="offset points", fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
     ax.set(xlabel="MACs (M, our counter, log)", ylabel="ImageNet top-1 (%, Howard et al.)")
-    ax.legend(fontsize=8)
+    legend = ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, which="both")
-    return finish(fig, title, scale, device)
+    ax.margins(x=0.15, y=0.12)  # room for the labels of the outermost points
+    finish(fig, title, scale, device)
+    points = known.drop_duplicates(["alpha", "input"])  # (1.0, full side) is on both curves: label it once
+    place_labels(ax, points["MACs"] / 1e6, points["top-1 (paper)"],
+                 [f"α={r.alpha:g}, {int(r.input)}px" for r in points.itertuples()], fontsize=7, avoid=[legend])
+    return fig
 
 
 def connectivity_grids(grids: Mapping[str, torch.Tensor], *, title: str, scale: str = "", device: Device = None,
                        tick_every: int = 4):
     """Boolean (out, in) matrices side by side: which output channel depends on which input channel."""
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 4.4), squeeze=False)
     for ax, (label, grid) in zip(axes[0], grids.items()):
         grid = grid.cpu().numpy() if torch.is_tensor(grid) else np.asarray(grid)
         ax.imshow(grid, cmap="Greens", vmin=0, vmax=1.3)

@@ -137,8 +137,10 @@ class AccuracyReward:
 
 @dataclass(frozen=True)
 class CostAwareReward:
-    """MnasNet's reward (Tan et al. 2019): ``accuracy * (macs / target_macs) ** w``.
+    """A MnasNet-style reward with MACs in place of latency: ``accuracy * (macs / target_macs) ** w``.
 
+    MnasNet (Tan et al. 2019) uses ``accuracy * (latency / target) ** w`` with latency measured on a phone
+    (a Pixel 1); the course counts MACs instead, so the reward is the same on every machine.
     ``w = alpha`` when ``macs <= target_macs``, else ``beta``.  The paper's soft constraint is
     ``alpha = beta = -0.07`` (twice the MACs costs about 5% of the reward); ``alpha=0, beta=-1`` is its
     hard constraint (no bonus for being small, a steep penalty for being large).

@@ -20,7 +20,8 @@ COST_HISTORY = pd.DataFrame([
     {"method": "AmoebaNet (Real et al. 2019)", "year": 2019, "gpu_days": 450 * 7,
      "how": "450 K40 GPUs x 7 days; evolution instead of RL", "source": "Real et al. 2019, sec. 4"},
     {"method": "ENAS (Pham et al. 2018)", "year": 2018, "gpu_days": 0.45,
-     "how": "1 GTX 1080Ti, < 16 hours; children share weights", "source": "Pham et al. 2018, table 1"},
+     "how": "1 GTX 1080Ti, 0.45 days for the CIFAR-10 cell (micro) search; children share weights",
+     "source": "Pham et al. 2018, table 2 (every search of the paper: under 16 hours, sec. 1)"},
     {"method": "DARTS (Liu et al. 2019)", "year": 2019, "gpu_days": 4.0,
      "how": "1 GPU; a continuous relaxation searched by gradient descent (1.5 days first-order)",
      "source": "Liu et al. 2019, table 1"},
@@ -102,25 +103,40 @@ def _duration(days: float) -> str:
     return ""
 
 
-def plot_cost_history(measured: pd.DataFrame | None = None, ax=None):
-    """The papers' search costs (GPU-days, log scale) and, in another colour, this notebook's measured runs.
+def plot_cost_history(measured: pd.DataFrame | None = None, *, device: str = "this device"):
+    """The papers' search costs and this notebook's, in two panels, each in its own unit: a Figure.
 
-    measured: rows with ``method`` and ``seconds`` (wall clock on this notebook's device).
+    Left: the papers' GPU-days (log scale; the GPU model differs from row to row). Right, when ``measured``
+    (rows with ``method`` and ``seconds``, wall clock) is given: this notebook's searches in minutes (seconds
+    when all took under two minutes) on ``device``. A GPU-day on a 2017 data-centre GPU and a minute of a
+    laptop CPU are not one unit, so they share no axis.
     """
-    ax = ax or plt.subplots(figsize=(8, 4))[1]
+    panels = 1 if measured is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.35, 1][:panels]})
+    ax = axes[0][0]
     rows = COST_HISTORY.sort_values("gpu_days", ascending=False)
-    labels, values, colors = list(rows["method"]), list(rows["gpu_days"]), ["#557"] * len(rows)
-    if measured is not None:
-        for _, r in measured.iterrows():
-            labels.append(f"{r['method']} (this notebook)")
-            values.append(r["seconds"] / 86400)
-            colors.append("#c63")
-    ax.barh(range(len(values)), values, color=colors)
-    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.barh(range(len(rows)), rows["gpu_days"], color="#557")
+    ax.set_yticks(range(len(rows)), rows["method"], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    for y, v in enumerate(values):
+    ax.set_xlim(rows["gpu_days"].min() / 3, rows["gpu_days"].max() * 40)  # room for the value after each bar
+    for y, v in enumerate(rows["gpu_days"]):
         ax.text(v, y, " " + _duration(v), va="center", fontsize=7)
-    ax.set(xlabel="search cost in device-days (log scale)", title="What a search costs")
+    ax.set(xlabel="GPU-days, as each paper reports them (log scale)")
+    ax.set_title("The papers' searches (their GPUs)", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
-    return ax
+    if measured is not None:
+        ax = axes[0][1]
+        unit, per = ("minutes", 60) if measured["seconds"].max() >= 120 else ("seconds", 1)
+        values = measured["seconds"] / per
+        ax.barh(range(len(measured)), values, color="#c63")
+        ax.set_yticks(range(len(measured)), measured["method"], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, float(values.max()) * 1.3)
+        for y, (v, s) in enumerate(zip(values, measured["seconds"])):
+            ax.text(v, y, " " + _duration(s / 86400), va="center", fontsize=7)
+        ax.set(xlabel=f"wall-clock {unit} on {device}")
+        ax.set_title("This notebook's searches", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    return fig
