@@ -350,6 +350,9 @@ def _resume(config: TrainConfig, model: nn.Module, stepper: _Stepper, history: H
         return 0
     state = load_checkpoint(config.checkpoint)
     trajectory = {k: getattr(config, k) for k in _TRAJECTORY_FIELDS}
+    defaults = TrainConfig()
+    for k in _TRAJECTORY_FIELDS:  # a checkpoint from before a field existed ran with that field's default
+        state["config"].setdefault(k, getattr(defaults, k))
     checkpoint.check_compatible(state, model, trajectory, config.checkpoint)
     model.load_state_dict(state["model"])
     stepper.load_state_dict(state)

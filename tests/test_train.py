@@ -249,3 +249,17 @@ def test_bf16_precision_runs_on_the_cpu_and_is_recorded_in_the_layout(digits_loa
     assert train.amp_dtype(config(precision="bf16"), torch.device("cpu")) == (True, torch.bfloat16)
     assert train.amp_dtype(config(), torch.device("cpu")) == (False, None)
     assert train.amp_dtype(config(amp=False, precision="bf16"), torch.device("cpu")) == (False, None)
+
+
+def test_a_checkpoint_from_before_a_new_setting_existed_still_resumes(digits_loaders, tmp_path):
+    tr, va = digits_loaders
+    ckpt = tmp_path / "old.pt"
+    train.fit(small_cnn(), tr, va, config(epochs=1, checkpoint=str(ckpt)))
+    state = torch.load(ckpt, weights_only=True)
+    for newer in ("precision", "ema_decay", "ema_every", "tta_flip"):  # fields this checkpoint format gained later
+        del state["config"][newer]
+    torch.save(state, ckpt)
+    history = train.fit(small_cnn(), tr, va, config(epochs=1, checkpoint=str(ckpt)))  # finished: nothing to redo
+    assert [e["epoch"] for e in history.epochs] == [1]
+    with pytest.raises(CheckpointError, match="precision: 'auto' -> 'bf16'"):
+        train.fit(small_cnn(), tr, va, config(epochs=1, checkpoint=str(ckpt), precision="bf16"))
