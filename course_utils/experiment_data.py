@@ -102,7 +102,8 @@ class ExperimentData:
 
     def scale(self, details: str = "") -> str:
         """The scale line every figure carries: dataset, training images, then ``details``."""
-        text = f"{self.label}: {len(self.train[1])} training images ({self.train_per_class or 'all'} per class)"
+        per_class = f"{self.train_per_class} per class" if self.train_per_class else "the whole training split"
+        text = f"{self.label}: {len(self.train[1])} training images ({per_class})"
         return f"{text}, {details}" if details else text
 
 
