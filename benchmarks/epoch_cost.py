@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils import models, precision  # noqa: E402
 from course_utils.device import device_name, get_device  # noqa: E402
+from course_utils.errors import CourseError  # noqa: E402
 
 DEFAULT_MODELS = ["vgg16_bn:0.5", "vgg16_bn:1.0", "mobilenet_v1:1.0", "mobilenet_v2:1.0", "mobilenet_v2:0.5"]
 
@@ -49,4 +50,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CourseError, ValueError) as err:  # an unknown model or dataset, a malformed option: one line, no traceback
+        sys.exit(f"error: {err}")

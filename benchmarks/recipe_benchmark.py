@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils import data, models, precision, recipe  # noqa: E402
+from course_utils import data, models, precision, recipe, results  # noqa: E402
 from course_utils.device import device_name, get_device  # noqa: E402
+from course_utils.errors import CourseError  # noqa: E402
 from course_utils.experiment_data import prepare  # noqa: E402
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"fast recipe: {plain_s / fast_s:.2f}x faster to {args.target:.0%} than plain SGD + step schedule")
     print(f"{report['model']} on {report['dataset']} ({report['train_images']} training images), {report['device']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        results.write_text(args.json, json.dumps(report, indent=2))  # atomic: no half-written file
     return report
 
 
@@ -78,4 +79,7 @@ def _describe(row: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CourseError, ValueError) as err:  # an unknown model or dataset, a malformed option: one line, no traceback
+        sys.exit(f"error: {err}")

@@ -36,3 +36,16 @@ def test_time_to_accuracy_stops_at_the_first_epoch_that_reaches_the_target():
     never = recipe.time_to_accuracy(build, tr, va, recipe.plain(1, batch_size=64, progress=False), target=1.01)
     assert not never["reached"] and never["seconds_to_target"] is None and never["epochs_run"] == 1
     assert never["device"].startswith("cpu")
+
+
+def test_the_recipe_benchmark_names_a_bad_model_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "recipe_benchmark.py"
+    out = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, str(script), "--dataset", "digits", "--model", "resnet9000",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "error: unknown model 'resnet9000'. Available models:" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()

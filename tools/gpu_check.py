@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ok = step("paper tier, one seed", runner + (["--smoke"] if args.smoke else []), log) and ok
     summary = {**info, "smoke": args.smoke, "steps": log, "status": "ok" if ok else "failed",
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
+    from course_utils.results import write_text
+
+    write_text(out / "gpu_check.json", json.dumps(summary, indent=2))  # atomic: whole or absent
     print(f"\ngpu-check {summary['status']}: {out / 'gpu_check.json'}")
     return 0 if ok else 1
 
