@@ -395,8 +395,8 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
         devices = sorted({r["device"] for _, r in runs})
         scales = sorted({str(r["metrics"].get("scale", "")) for _, r in runs} - {""})
         lines += [f"**Measured on:** {'; '.join(devices)}", ""]
-        lines += [f"**Tier:** {_tier_label(r.get('tier', 'quick'))}" for r in
-                  {r.get("tier", "quick"): r for _, r in runs}.values()] + [""]
+        lines += [f"**Tier:** {_tier_label(t, spec)}" for t in
+                  dict.fromkeys(r.get("tier", "quick") for _, r in runs)] + [""]
         if scales:
             lines += ["**Scale:** " + "; ".join(scales), ""]
         notes = sorted({n for _, r in runs for n in r.get("notes", [])})
@@ -427,8 +427,10 @@ TIER_LABELS = {
 }
 
 
-def _tier_label(tier: str) -> str:
-    return TIER_LABELS.get(tier, tier)
+def _tier_label(tier: str, spec: dict | None = None) -> str:
+    """How the results page names a tier: the experiment's own ``label`` for it, else the common one."""
+    own = ((spec or {}).get(tier) or {}).get("label")
+    return f"{tier}: {own}" if own else TIER_LABELS.get(tier, tier)
 
 
 def _headlines(spec: dict, runs: list[tuple[Path, dict]]) -> list[str]:
@@ -443,13 +445,21 @@ def _headlines(spec: dict, runs: list[tuple[Path, dict]]) -> list[str]:
 
 
 def _headline(template: str, metrics: list[dict]) -> str:
-    """Fill ``{metric}`` fields of a headline with the mean over runs (± std when several)."""
+    """Fill ``{metric}`` fields of a headline with the mean over runs (± std when several).
+
+    A text metric (a notebook's verdict, say) is filled in as it is; runs that disagree are all shown.
+    """
     import statistics
 
     def value(key: str) -> str:
-        xs = [m[key] for m in metrics if isinstance(m.get(key), (int, float))]
+        texts = list(dict.fromkeys(m[key] for m in metrics if isinstance(m.get(key), str)))
+        if texts:
+            return " / ".join(texts)
+        xs = [m[key] for m in metrics if isinstance(m.get(key), (int, float)) and not isinstance(m.get(key), bool)]
         if not xs:
             return "n/a"
+        if all(isinstance(x, int) for x in xs) and len(set(xs)) == 1:
+            return _format(xs[0])  # a count or a size, the same in every run: 224, not 224.00
         mean = statistics.fmean(xs)
         return _format(float(mean), float(statistics.stdev(xs)) if len(xs) > 1 else None)
 

@@ -153,6 +153,32 @@ def test_headlines_are_per_dataset_and_average_seeds_within_one():
     assert reproduce._headlines(spec, runs[:2]) == ["25.00 ± 7.07x"]
 
 
+def test_headline_fills_a_text_verdict_as_it_is_and_shows_disagreeing_runs():
+    spec = {"headline": "gap {gap}. {verdict}"}
+    runs = [(Path("a"), {"parameters": {"SEED": s}, "metrics": {"gap": g, "verdict": v, "shown": True}})
+            for s, g, v in [(0, 0.5, "Reproduced."), (1, 1.5, "Reproduced.")]]
+    assert reproduce._headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced."]
+    runs[1][1]["metrics"]["verdict"] = "Not shown."
+    assert reproduce._headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced. / Not shown."]
+    assert reproduce._headline("{shown}", [{"shown": True}]) == "n/a"  # a flag is no number to average
+    assert reproduce._headline("{side}x{side}", [{"side": 224}, {"side": 224}]) == "224x224"
+
+
+def test_an_experiment_can_name_its_own_tier_label():
+    spec = {"quick": {"label": "the notebook's defaults"}}
+    assert reproduce._tier_label("quick", spec) == "quick: the notebook's defaults"
+    assert reproduce._tier_label("quick", {}) == reproduce.TIER_LABELS["quick"]
+
+
+def test_the_walk_group_runs_notebooks_01_to_07_and_all_stays_short():
+    config = reproduce.load_config()
+    walk = reproduce.experiment_names(config, ["walk"])
+    notebooks = sorted(config["experiments"][n]["notebook"] for n in walk)
+    assert [Path(n).name[:2] for n in notebooks] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert not set(walk) & set(config["groups"]["all"])  # `make reproduce` stays within the hour
+    assert set(reproduce.experiment_names(config, ["course"])) == set(config["experiments"])
+
+
 def test_every_experiment_names_a_notebook_and_only_its_parameters():
     import ast
 
