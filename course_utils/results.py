@@ -71,6 +71,16 @@ def with_context(metrics: dict[str, Any] | None = None, *, device: str | torch.d
     return merged
 
 
+def check_figures(figures: dict[str, Any]) -> int:
+    """Print each figure's reading problems (overlapping or clipped text, a legend over data); return their count."""
+    from .figure_checks import problems
+
+    found = problems(figures)
+    for name, issues in found.items():
+        print(f"figure {name!r} does not read cleanly: {'; '.join(issues)}")
+    return sum(map(len, found.values()))
+
+
 def publish(results_dir: str | os.PathLike | None, *, metrics: dict[str, Any] | None = None,
             tables: dict[str, Any] | None = None, figures: dict[str, Any] | None = None,
             device: str | torch.device | None = None, scale: str | None = None,
@@ -80,11 +90,14 @@ def publish(results_dir: str | os.PathLike | None, *, metrics: dict[str, Any] | 
     metrics: flat figures (numbers and short strings); with the context below, always including the
         device that measured them.
     tables: name -> pandas DataFrame, written as ``name.csv``.
-    figures: name -> matplotlib Figure, written as ``name.png``.
+    figures: name -> matplotlib Figure, written as ``name.png``; each is checked with ``figure_checks.problems``
+        and the count of problems is published as the metric ``figure_problems`` (0: every figure reads cleanly).
     device, scale, dataset: the context of every result, written as the metrics of those names
         (``device`` as ``device_label(device)``); see ``with_context``.
     """
     metrics = with_context(metrics, device=device, scale=scale, dataset=dataset)
+    if figures:  # every published figure is checked as it is drawn: the runner's PNGs are these figures
+        metrics["figure_problems"] = check_figures(figures)
     if not results_dir:
         return None
     out = Path(results_dir)

@@ -214,3 +214,34 @@ def test_tiers_seeds_and_overrides_shape_the_plan(toy):
         "EPOCHS": 5, "TAPS": [1, 2], "NAME": "vgg"}
     with pytest.raises(CourseError, match="--set needs NAME=VALUE"):
         reproduce.parse_overrides(["EPOCHS"])
+
+
+def test_every_committed_run_whose_figures_were_checked_reads_cleanly():
+    """results.publish counts each figure's overprinted or clipped text and legends over data as it writes the PNG
+    (runs published before that check have no count, and re-running them adds one)."""
+    for metrics_file in sorted((reproduce.DEFAULT_RESULTS / "runs").glob("*/*/metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        if "figure_problems" in metrics:
+            assert metrics["figure_problems"] == 0, f"{metrics_file.parent}: a figure does not read cleanly"
+
+
+def test_publish_counts_and_prints_a_figure_that_does_not_read(tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_utils import results
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.text(0.1, 0.5, "one label", fontsize=14)
+    ax.text(0.15, 0.5, "another label", fontsize=14)
+    clean, _ = plt.subplots()
+    results.publish(tmp_path, metrics={"x": 1}, figures={"bad": fig, "clean": clean}, device="cpu")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["figure_problems"] > 0 and (tmp_path / "bad.png").exists()  # written, and counted
+    out = capsys.readouterr().out
+    assert "figure 'bad' does not read cleanly: text (axes 0) 'one label' overlaps" in out and "'clean'" not in out
+    results.publish(tmp_path / "clean", metrics={"x": 1}, figures={"clean": clean}, device="cpu")
+    assert json.loads((tmp_path / "clean" / "metrics.json").read_text())["figure_problems"] == 0
+    plt.close("all")

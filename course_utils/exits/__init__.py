@@ -22,7 +22,11 @@ that is what makes the early exit real.
 Calibration (``calibration``) answers a target from cached scores: ``AccuracyTarget(epsilon)``,
 ``RemovalPrecision(p)`` (SpeedyCNet's removal) or ``CostBudget(budget)`` (edCNN's budget controller),
 through ``calibrate``, ``best_candidate`` over ``candidates``, and ``frontier``.
+
+A trained network's per-exit logits and measured costs travel as an ``ExitBundle`` (``bundle``):
+``save_bundle`` / ``load_bundle``, float16 and compressed, so the panel needs no training.
 """
+from .bundle import BUNDLE_FORMAT, ExitBundle, load_bundle, save_bundle
 from .calibration import (DEFAULT_GRID, AccuracyTarget, Calibration, Candidate, CostBudget, RemovalPrecision,
                           Target, best_candidate, calibrate, candidates, clopper_pearson_lower, frontier,
                           shared_grid)
@@ -32,6 +36,7 @@ from .policies import (POLICIES, Entropy, ExitPolicy, MaxSoftmax, Patience, Thre
 from .scores import ExitScores, SweepResult, collect_logits, summarize, sweep, synthetic_scores
 
 __all__ = [
+    "BUNDLE_FORMAT", "ExitBundle", "load_bundle", "save_bundle",
     "DEFAULT_GRID", "AccuracyTarget", "Calibration", "Candidate", "CostBudget", "RemovalPrecision", "Target",
     "best_candidate", "calibrate", "candidates", "clopper_pearson_lower", "frontier", "shared_grid",
     "EarlyExitResult", "ExitCosts", "ExitNetwork", "count_macs", "exit_loss",

@@ -25,6 +25,7 @@ class ExitScores:
     confidence: torch.Tensor  # (E, N) max softmax
     entropy: torch.Tensor  # (E, N) entropy / log C
     labels: torch.Tensor  # (N,)
+    logits: torch.Tensor | None = None  # (E, N, C) float, when built from logits: what an ExitBundle stores
 
     @classmethod
     def from_logits(cls, per_exit_logits: Sequence[torch.Tensor] | torch.Tensor, labels: torch.Tensor) -> "ExitScores":
@@ -32,7 +33,7 @@ class ExitScores:
         logits = torch.stack(list(per_exit_logits)) if not isinstance(per_exit_logits, torch.Tensor) else per_exit_logits
         logits = logits.detach().float().cpu()
         return cls(logits.argmax(2), torch.stack([confidence(l) for l in logits]),
-                   torch.stack([normalized_entropy(l) for l in logits]), labels.detach().cpu())
+                   torch.stack([normalized_entropy(l) for l in logits]), labels.detach().cpu(), logits)
 
     @classmethod
     def single_head(cls, logits: torch.Tensor, labels: torch.Tensor) -> "ExitScores":
