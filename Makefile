@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2 --durations=25
 
-.PHONY: setup reproduce reproduce-paper test test-nodata test-fast browser-test benchmarks gpu-check clean-results
+.PHONY: setup reproduce reproduce-paper panel test test-nodata test-fast browser-test benchmarks gpu-check clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ reproduce: setup
 ## The paper-scale grids (hours; meant for a GPU).
 reproduce-paper: setup
 	$(PY) -m course_utils reproduce all
+
+## The live threshold panel as a standalone page (Voila, no code cells), over the trained edCNN's saved logits.
+## PANEL_BUNDLE=path/to/edcnn_logits.npz shows another bundle; the page says what to run when there is none.
+panel: setup
+	COURSE_EDCNN_BUNDLE=$(PANEL_BUNDLE) $(VENV)/bin/voila pages/edcnn_panel.ipynb --port=8866
 
 ## The whole test suite: unit tests, every notebook in smoke mode, nbval, DDP, and the browser tests.
 test: setup

@@ -4,8 +4,8 @@
     python benchmarks/panel_update.py --samples 5000 --exits 4
 
 Moves one slider through a fixed sequence of values and times each redraw in Python (sweep, stats text,
-budget line and picture: ``ThresholdPanel.last_update_ms``, and the wall clock around the slider
-assignment) and the process's CPU time. Prints the median and p90 with the CPU. Speed goals live here,
+budget line, the plotly chart's patch and the example images: ``ThresholdPanel.last_update_ms``, and the
+wall clock around the slider assignment) and the process's CPU time. Prints the median and p90 with the CPU. Speed goals live here,
 never in tests: a loaded 2-core CI machine would make a timed test flaky. The browser's own
 key-press-to-redraw latency is measured by `tests/browser/test_edcnn_panel.py` and printed there.
 
@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils import exits, widgets  # noqa: E402
 from course_utils.device import device_name, stopwatch  # noqa: E402
+from course_utils.edcnn import LatencyModel  # noqa: E402
 
 GOAL_MS = 50.0
 
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
     scores = synthetic_scores(args.samples, args.exits)
     costs = exits.ExitCosts([2_000_000] * args.exits, [10_000] * args.exits)
     images = torch.randint(0, 256, (args.samples, 3, 32, 32), dtype=torch.uint8)
-    panel = widgets.ThresholdPanel(scores, costs, exit_latency_ms=list(range(1, args.exits + 1)), images=images)
+    latency = LatencyModel([0.05] * args.exits, [0.2] * args.exits, "synthetic")  # ms, for the ms/image estimate
+    panel = widgets.ThresholdPanel(scores, costs, latency=latency, images=images)
     values = np.linspace(0.3, 0.95, args.moves)[np.random.default_rng(0).permutation(args.moves)]
     wall, cpu, update = [], [], []
     for value in values:

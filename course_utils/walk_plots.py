@@ -287,8 +287,17 @@ def accuracy_vs_cost(trained: pd.DataFrame, *, title: str, scale: str = "", devi
         ax.scatter(values, trained["test_accuracy"], s=60, c=colours)
         for v, a, m in zip(values, trained["test_accuracy"], trained["model"]):
             ax.annotate(m, (v, a), xytext=(4, 3), textcoords="offset points", fontsize=7.5)
-        ax.set_xscale("log")
-        ax.set_xlabel(label + ", log")
+        # a log axis over less than a factor of 3 labels its minor ticks in scientific notation, on top of
+        # each other: such a narrow range reads better on a linear axis
+        wide = values.max() >= 3 * values.min() > 0
+        if wide:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(plt.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+        ax.set_xlabel(label + (", log" if wide else ""))
         ax.grid(alpha=0.3, which="both")
     ax_macs.set_ylabel("test accuracy")
     return finish(fig, title, scale, device)

@@ -1,37 +1,45 @@
 """The live threshold panel: one slider per exit threshold and a budget slider over ``exits.sweep``.
 
-    panel = ThresholdPanel(val_scores, net.costs, "max_softmax", exit_latency_ms=lat, images=val_images)
-    panel            # in Jupyter: sliders, the accuracy / cost line, the exit distribution with sample images
+    panel = ThresholdPanel.from_bundle(edcnn.load_trained())      # a trained network's logits: no training
+    panel = ThresholdPanel(val_scores, net.costs, "max_softmax", latency=latency_model, images=val_images)
+    panel            # in Jupyter: the header, sliders, budget, the stats line, the chart and example images
     panel.sliders[0].value = 0.8         # what a user's drag does; the output updates at once
-    panel.stats.value == format_stats(panel.sweep([0.8, ...]), full_macs=net.costs.full)
+    panel.stats.value == panel.text_for(panel.thresholds())   # the core's sweep, formatted
 
-Every change calls the core's pure ``sweep`` on the cached validation scores (about a millisecond for
-10,000 samples) and redraws a small PNG with PIL (a few milliseconds), so the panel follows a slider
-without lag.  The stats line is plain text formatted from the ``SweepResult`` by ``format_stats``, so a
-test, in Python or in a browser, can compute the same text for the same thresholds.  The budget slider
-asks ``edcnn.BudgetController`` for the most accurate shared threshold whose mean MACs fit, and moves the
-threshold sliders there.
+Every change calls the core's pure ``sweep`` on the cached scores (about a millisecond for 10,000 samples),
+then ``panel_view`` turns the result into the numbers drawn: the point on the frontier, the exit histogram
+split into right and wrong, and example images (``panel_chart``).  The stats line is plain text formatted by
+``format_stats``, so a test, in Python or in a browser, can compute the same text for the same thresholds.
 
-DOM hooks for browser tests: the stats ``HTML`` has the class ``edcnn-panel-stats``, the budget line
-``edcnn-panel-budget``, the plot ``edcnn-panel-plot``, the whole panel ``edcnn-panel``.
+The budget slider asks ``edcnn.BudgetController`` for the most accurate shared threshold whose cost fits, in
+MACs per image or, with a latency model, in ms per image at the chosen batch size (predicted from the measured
+per-stage times), and moves the threshold sliders there; the budget line shows the controller's choice.
+
+The header names the split: thresholds are set on val; a panel over test is labelled as the one-time report.
+
+DOM hooks for browser tests: the whole panel ``edcnn-panel``, the stats ``edcnn-panel-stats``, the budget line
+``edcnn-panel-budget``, the header ``edcnn-panel-header``, and ``panel_chart``'s chart and examples.
 """
 from __future__ import annotations
 
-import functools
-import io
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from . import exits
+from . import exits, panel_chart
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import single_thread, stopwatch
 from .errors import CourseError, ThresholdError
+from .panel_view import example_order, panel_view
 
 PANEL_FORMAT = "course_utils.widgets.panel/1"
 STEP = 0.01  # slider resolution of a threshold
+MACS, MS = "M MACs/image", "ms/image"
+SPLIT_TEXT = {"val": "validation split: thresholds are set here",
+              "test": "test split: the one-time report (set thresholds on the validation panel)"}
 
 
 def format_macs(macs: float) -> str:
@@ -39,29 +47,28 @@ def format_macs(macs: float) -> str:
     return f"{macs / 1e6:.2f} M"
 
 
-def format_stats(result: exits.SweepResult, *, full_macs: float | None = None) -> str:
+def format_stats(result: exits.SweepResult, *, full_macs: float | None = None, ms_per_image: float | None = None,
+                 batch_size: int = 1) -> str:
     """The panel's stats line, e.g. ``accuracy 91.23% · 12.34 M MACs/image (61.0% of full) · exits 40.0% | 60.0%``.
 
-    Adds ``· 1.23 ms/image est. (batch 1)`` when the result carries a latency estimate.  Deterministic: the
-    same ``SweepResult`` always gives the same text.
+    With ``ms_per_image`` (or a result carrying a batch-1 latency estimate) it adds
+    ``· 1.234 ms/image predicted (batch 256)``.  Deterministic: the same inputs always give the same text.
     """
     parts = [f"accuracy {100 * result.accuracy:.2f}%"]
     cost = f"{format_macs(result.mean_macs)} MACs/image"
     if full_macs:
         cost += f" ({100 * result.mean_macs / full_macs:.1f}% of full)"
     parts.append(cost)
-    if result.mean_latency_ms is not None:
+    if ms_per_image is not None:
+        parts.append(f"{ms_per_image:.3f} ms/image predicted (batch {batch_size})")
+    elif result.mean_latency_ms is not None:
         parts.append(f"{result.mean_latency_ms:.2f} ms/image est. (batch 1)")
     parts.append("exits " + " | ".join(f"{100 * f:.1f}%" for f in result.exit_fraction))
     return " · ".join(parts)
 
 
-# ----------------------------------------------------------------------------- the picture
-_GREEN, _RED, _GREY, _INK = (44, 160, 44), (214, 39, 40), (230, 230, 230), (40, 40, 40)
-
-
 def _as_hwc(images: torch.Tensor) -> np.ndarray:
-    """uint8 ``(N, C, H, W)`` (C = 1 or 3) -> uint8 ``(N, H, W, 3)`` numpy, once, for fast thumbnails."""
+    """uint8 ``(N, C, H, W)`` (C = 1 or 3) -> uint8 ``(N, H, W, 3)`` numpy, once, for the thumbnails."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise CourseError(f"images must be uint8 (N, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}; "
                           "pass the raw split from data.load, not normalised batches.")
@@ -71,140 +78,113 @@ def _as_hwc(images: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
 
 
-def render_png(result: exits.SweepResult, labels: torch.Tensor, images_hwc: np.ndarray | None = None, *,
-               per_row: int = 6, scale: int | None = None) -> bytes:
-    """PNG bytes: the exit histogram (bars split into right and wrong) and sample images leaving early and late.
-
-    images_hwc: uint8 ``(N, H, W, 3)`` aligned with ``labels``; a thumbnail's frame is green when that sample's
-    prediction is right, red when wrong; ``scale`` (default: 2 below 24 pixels, else 1) enlarges them.
-    Small on purpose: PNG encoding time grows with the pixels, and this runs on every slider move.
-    """
-    from PIL import Image, ImageDraw
-
-    counts = result.exit_counts
-    n, num_exits = max(sum(counts), 1), len(counts)
-    right = [round(a * c) if a is not None else 0 for a, c in zip(result.exit_accuracy, counts)]
-    chart_w, chart_h, top, bottom, pitch, bar = 40 + 34 * num_exits, 100, 32, 18, 34, 24
-    rows: list[tuple[str, list[int]]] = []
-    th = tw = 0
-    if images_hwc is not None:
-        h, w = images_hwc.shape[1:3]
-        scale = scale or (2 if max(h, w) < 24 else 1)
-        th, tw = h * scale, w * scale
-        early_k = next((k for k, c in enumerate(counts[:-1]) if c), None)
-        if early_k is not None:
-            rows.append((f"leave early (exit {early_k + 1})", _first(result.exit_index, early_k, per_row)))
-        rows.append((f"leave late (exit {num_exits})", _first(result.exit_index, num_exits - 1, per_row)))
-    width = chart_w + (16 + per_row * (tw + 6) if rows else 0)
-    height = max(top + chart_h + bottom, 10 + len(rows) * (th + 26))
-    # pixels in numpy (one slice per rectangle or thumbnail), text with PIL's bitmap font, one PNG encode
-    px = np.full((height, width, 3), 255, dtype=np.uint8)
-    base = top + chart_h
-    px[base, 30:chart_w - 6] = _INK
-    for k, c in enumerate(counts):
-        x0 = 36 + pitch * k
-        full, good = round(chart_h * c / n), round(chart_h * right[k] / n)
-        px[base - chart_h:base, x0:x0 + bar] = _GREY
-        px[base - full:base, x0:x0 + bar] = _RED
-        px[base - good:base, x0:x0 + bar] = _GREEN
-    texts = [((8, 4), f"exit distribution ({n} samples)")]
-    texts += [((36 + pitch * k, base - chart_h - 11), f"{100 * c / n:.0f}%") for k, c in enumerate(counts)]
-    texts += [((36 + pitch * k + 9, base + 4), str(k + 1)) for k in range(num_exits)]
-    y = 6
-    for title, idx in rows:
-        texts.append(((chart_w + 8, y), title))
-        y += 14
-        for j, i in enumerate(idx):
-            x0 = chart_w + 8 + j * (tw + 6)
-            ok = bool(result.predictions[i] == labels[i])
-            px[y:y + th + 4, x0:x0 + tw + 4] = _GREEN if ok else _RED
-            thumb = images_hwc[i]
-            if scale > 1:
-                thumb = thumb.repeat(scale, 0).repeat(scale, 1)
-            px[y + 2:y + 2 + th, x0 + 2:x0 + 2 + tw] = thumb
-        y += th + 12
-    canvas = Image.fromarray(px)
-    draw = ImageDraw.Draw(canvas)
-    font = _font()
-    for xy, text in texts:
-        draw.text(xy, text, fill=_INK, font=font)
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG", compress_level=1)  # speed over size: it is redrawn on every change
-    return buf.getvalue()
-
-
-@functools.lru_cache(maxsize=1)
-def _font():
-    from PIL import ImageFont
-
-    return ImageFont.load_default_imagefont()  # the bitmap font: ~50x faster to draw than the FreeType default
-
-
-def _first(exit_index: torch.Tensor, k: int, count: int) -> list[int]:
-    """The first ``count`` sample indices that leave at exit ``k``."""
-    return torch.nonzero(exit_index == k).flatten()[:count].tolist()
-
-
-# ----------------------------------------------------------------------------- the panel
 class ThresholdPanel:
     """Sliders for the exit thresholds of ``policy_name`` over cached ``scores``; see the module docstring.
 
-    scores: ``exits.ExitScores`` of the validation split (``panel.scores``; ``save`` writes them to a file).
-    costs: the network's ``ExitCosts`` (disabled heads are not charged).
-    exit_latency_ms: measured ms per image to leave at each exit (batch 1), for the latency estimate.
-    images: uint8 ``(N, C, H, W)`` aligned with ``scores``, for the sample thumbnails (optional).
+    scores: ``exits.ExitScores`` of one split (``split``: "val" to set thresholds, "test" for the report).
+    costs: the network's ``ExitCosts``.  latency: an ``edcnn.LatencyModel`` (ms budgets and estimates; optional).
+    images: uint8 ``(M, C, H, W)`` thumbnails of the samples ``image_index`` (default: all N, in order).
+    class_names: how labels are shown under the thumbnails.  title: the network, data and device, for the header.
     thresholds: the sliders' start values (default: 0.9 for max_softmax, 0.1 for entropy).
     """
 
     def __init__(self, scores: exits.ExitScores, costs: exits.ExitCosts, policy_name: str = "max_softmax", *,
-                 exit_latency_ms: Sequence[float] | None = None, images: torch.Tensor | None = None,
-                 thresholds: Sequence[float] | float | None = None):
-        import ipywidgets as w
-
+                 latency=None, images: torch.Tensor | None = None, image_index: torch.Tensor | None = None,
+                 class_names: Sequence[str] | None = None, split: str = "val", title: str = "",
+                 thresholds: Sequence[float] | float | None = None, batch_size: int = 1):
         from .edcnn import BudgetController
 
         if policy_name not in ("max_softmax", "entropy"):
             raise CourseError(f"the panel has one slider per threshold; policy {policy_name!r} has none. "
                               "Use 'max_softmax' or 'entropy'.")
-        self.scores, self.costs, self.policy_name = scores, costs, policy_name
-        self.exit_latency_ms = list(exit_latency_ms) if exit_latency_ms is not None else None
-        self.images = images
-        self._hwc = _as_hwc(images) if images is not None else None
-        if self._hwc is not None and len(self._hwc) != len(scores):
-            raise CourseError(f"{len(self._hwc)} images for {len(scores)} scored samples: pass the same split.")
+        if split not in SPLIT_TEXT:
+            raise CourseError(f"unknown split {split!r} for the panel; use 'val' (thresholds) or 'test' (report).")
+        self.scores, self.costs, self.policy_name, self.split = scores, costs, policy_name, split
+        self.latency, self.images, self.title = latency, images, title
+        self.class_names = list(class_names) if class_names is not None else [str(c) for c in range(
+            int(scores.labels.max()) + 1)]
+        self.image_index = None if image_index is None else image_index.long()
+        self._set_images(images)
         early = scores.num_exits - 1
         start = thresholds if thresholds is not None else (0.9 if policy_name == "max_softmax" else 0.1)
         start = [start] * early if isinstance(start, (int, float)) else list(start)
         exits.make_policy(policy_name, start).resolved(scores.num_exits)  # bad values fail here, clearly
-        self.controller = BudgetController(scores, costs, policy_name, include_full=False)
-        table = self.controller.table()
-        lo, hi = float(table["mean_macs"].min()), float(table["mean_macs"].max())
-        self.sliders = [w.FloatSlider(value=float(t), min=0.0, max=1.0, step=STEP, description=f"exit {k + 1} τ",
-                                      readout=True, readout_format=".2f", continuous_update=True,
-                                      style={"description_width": "initial"})
-                        for k, t in enumerate(start)]
-        step = max((hi - lo) / 1e6 / 200, 1e-4)
-        self.budget = w.FloatSlider(value=hi / 1e6, min=lo / 1e6, max=hi / 1e6, step=step,
-                                    description="budget M MACs/image", readout=True, readout_format=".3f",
-                                    continuous_update=True, style={"description_width": "initial"},
-                                    layout=w.Layout(width="480px"))
-        self.stats = w.HTML()
-        self.stats.add_class("edcnn-panel-stats")
-        self.budget_text = w.HTML()
-        self.budget_text.add_class("edcnn-panel-budget")
-        self.plot = w.Image(format="png")
-        self.plot.add_class("edcnn-panel-plot")
-        self.widget = w.VBox([w.HTML(f"<b>{policy_name} exit thresholds</b> "
-                                     f"(validation split, {len(scores)} samples)"),
-                              *self.sliders, self.budget, self.budget_text, self.stats, self.plot])
-        self.widget.add_class("edcnn-panel")
+        self.controller = BudgetController(scores, costs, policy_name, latency=latency, include_full=False,
+                                           fallback="cheapest")
+        self.choice = None  # the controller's last answer to the budget slider
+        self._build_widgets(start, batch_size)
         self.result: exits.SweepResult | None = None
+        self.view = None  # the numbers of the last redraw (panel_view.PanelView)
         self.last_update_ms = 0.0
         self._busy = False
         for s in self.sliders:
             s.observe(self._on_threshold, names="value")
         self.budget.observe(self._on_budget, names="value")
+        self.unit.observe(self._on_unit, names="value")
+        self.batch.observe(self._on_unit, names="value")
         self.update()
+
+    def _set_images(self, images: torch.Tensor | None) -> None:
+        self._thumbs, self._row_of = None, None
+        if images is None:
+            self._order = None
+            return
+        hwc = _as_hwc(images)
+        if self.image_index is None and len(hwc) != len(self.scores):
+            raise CourseError(f"{len(hwc)} images for {len(self.scores)} scored samples: pass the same split, "
+                              "or image_index naming which samples the images are.")
+        if self.image_index is not None and len(self.image_index) != len(hwc):
+            raise CourseError(f"{len(hwc)} images but {len(self.image_index)} indices in image_index")
+        self._thumbs = panel_chart.Thumbnails(hwc)
+        if self.image_index is not None:
+            self._row_of = {int(i): r for r, i in enumerate(self.image_index)}
+        self._order = example_order(len(self.scores), self.image_index)
+
+    def _build_widgets(self, start: list[float], batch_size: int) -> None:
+        import ipywidgets as w
+
+        self.sliders = [w.FloatSlider(value=float(t), min=0.0, max=1.0, step=STEP, description=f"exit {k + 1} τ",
+                                      readout=True, readout_format=".2f", continuous_update=True,
+                                      style={"description_width": "initial"})
+                        for k, t in enumerate(start)]
+        units = [MACS, MS] if self.latency is not None else [MACS]
+        self.unit = w.ToggleButtons(options=units, value=MACS, description="budget in",
+                                    style={"description_width": "initial"})
+        self.batch = w.Dropdown(options=[1, 256], value=batch_size if batch_size in (1, 256) else 1,
+                                description="batch size", disabled=self.latency is None,
+                                style={"description_width": "initial"}, layout=w.Layout(width="160px"))
+        self.budget = w.FloatSlider(description=f"budget {MACS}", readout=True, readout_format=".3f",
+                                    continuous_update=True, style={"description_width": "initial"},
+                                    layout=w.Layout(width="520px"))
+        self._budget_range()
+        self.header = w.HTML(f"<b>{self.policy_name} exit thresholds</b> · {SPLIT_TEXT[self.split]} "
+                             f"({len(self.scores):,} samples)" + (f"<br>{self.title}" if self.title else ""))
+        self.budget_text, self.stats, self.examples = w.HTML(), w.HTML(), w.HTML()
+        for widget, name in ((self.header, "header"), (self.budget_text, "budget"), (self.stats, "stats"),
+                             (self.examples, "examples")):
+            widget.add_class(f"edcnn-panel-{name}")
+        front = exits.frontier(self.scores, self.costs, self.policy_name)
+        self.chart = panel_chart.build_chart(front["mean_macs"].tolist(), front["accuracy"].tolist(), self.costs.full,
+                                             self.scores.exit_accuracy()[-1], self.scores.num_exits, self.split)
+        self.widget = w.VBox([self.header, *self.sliders, w.HBox([self.unit, self.batch]), self.budget,
+                              self.budget_text, self.stats, self.chart, self.examples])
+        self.widget.add_class("edcnn-panel")
+
+    def _budget_range(self) -> None:
+        """The budget slider spans the controller's cheapest to dearest setting, in the chosen unit."""
+        costs = [self._cost_of(c.result) for c in self.controller.candidates]
+        lo, hi = min(costs), max(costs)
+        self.budget.min, self.budget.max = 0.0, max(hi, 1e-9)  # widen first: min may not pass max
+        self.budget.min, self.budget.value = lo, hi
+        self.budget.step = max((hi - lo) / 200, 1e-4)
+        self.budget.description = f"budget {self.unit.value}" + (f" at batch {self.batch.value}"
+                                                                 if self.unit.value == MS else "")
+
+    def _cost_of(self, result: exits.SweepResult) -> float:
+        """A result's cost in the budget slider's unit: M MACs per image, or predicted ms per image."""
+        if self.unit.value == MACS:
+            return result.mean_macs / 1e6
+        return self.latency.ms_per_image(result.reach_fraction, self.batch.value)
 
     # --- what a test or a user calls
     def thresholds(self) -> list[float]:
@@ -214,11 +194,31 @@ class ThresholdPanel:
     def sweep(self, thresholds: Sequence[float] | float | None = None) -> exits.SweepResult:
         """The core's ``sweep`` for ``thresholds`` (default: the sliders') on the panel's scores."""
         values = self.thresholds() if thresholds is None else thresholds
-        return exits.sweep(self.scores, self.costs, exits.make_policy(self.policy_name, values), self.exit_latency_ms)
+        return exits.sweep(self.scores, self.costs, exits.make_policy(self.policy_name, values))
 
-    def text_for(self, thresholds: Sequence[float] | float) -> str:
-        """The stats line the panel shows for ``thresholds``."""
-        return format_stats(self.sweep(thresholds), full_macs=self.costs.full)
+    def text_for(self, thresholds: Sequence[float] | float, batch_size: int | None = None) -> str:
+        """The stats line the panel shows for ``thresholds`` (at ``batch_size``, default the panel's)."""
+        return self._stats_text(self.sweep(thresholds), batch_size or self.batch.value)
+
+    def budget_line(self, thresholds: Sequence[float], budget: float) -> str:
+        """The budget line the panel shows for ``thresholds`` against ``budget`` (in the slider's unit)."""
+        return self._budget_text(self.sweep(thresholds), list(thresholds), budget)
+
+    def _stats_text(self, result: exits.SweepResult, batch_size: int) -> str:
+        ms = self.latency.ms_per_image(result.reach_fraction, batch_size) if self.latency is not None else None
+        return format_stats(result, full_macs=self.costs.full, ms_per_image=ms, batch_size=batch_size)
+
+    def _budget_text(self, result: exits.SweepResult, thresholds: list[float], budget: float) -> str:
+        cost = self._cost_of(result)
+        unit = self.unit.value + (f" at batch {self.batch.value}" if self.unit.value == MS else "")
+        verdict = "within budget" if cost <= budget * (1 + 1e-9) + 1e-9 else "over budget"
+        line = (f"budget {budget:.3f} {unit} · thresholds {', '.join(f'{t:.2f}' for t in thresholds)} · "
+                f"cost {cost:.3f} {unit} ({verdict})")
+        if self.choice is not None:
+            c = self.choice
+            line += (f" · controller's choice for this budget: τ = {c.policy.resolved(self.scores.num_exits)[0]:.2f}"
+                     f" on every exit, {self.split} accuracy {100 * c.expected.accuracy:.2f}%")
+        return line
 
     def set_thresholds(self, values: Sequence[float] | float) -> None:
         """Move every threshold slider at once (one redraw); out-of-range values raise ``ThresholdError``."""
@@ -233,51 +233,83 @@ class ThresholdPanel:
         self.update()
 
     def update(self) -> None:
-        """Recompute the sweep and redraw the stats, the budget line and the picture."""
-        with stopwatch() as watch:  # the whole update: sweep, text and PNG
+        """Recompute the sweep and redraw the stats, the budget line, the chart and the examples."""
+        with stopwatch() as watch:  # the whole update, as a user waits for it
             with single_thread():
                 self.result = self.sweep()
-            self.stats.value = format_stats(self.result, full_macs=self.costs.full)
-            budget = self.budget.value * 1e6
-            verdict = "within budget" if self.result.mean_macs <= budget + 0.5 else "over budget"
-            self.budget_text.value = (f"budget {format_macs(budget)} MACs/image · thresholds "
-                                      f"{', '.join(f'{t:.2f}' for t in self.thresholds())} · cost "
-                                      f"{format_macs(self.result.mean_macs)} MACs/image ({verdict})")
-            self.plot.value = render_png(self.result, self.scores.labels, self._hwc)
+            self.view = view = panel_view(self.result, self.scores.labels, self._order)
+            self.stats.value = self._stats_text(self.result, self.batch.value)
+            self.budget_text.value = self._budget_text(self.result, self.thresholds(), self.budget.value)
+            panel_chart.update_chart(self.chart, view)
+            self.examples.value = panel_chart.examples_html(view, self._thumbs, self._row_of, self.class_names)
         self.last_update_ms = watch.ms
 
+    # --- files
     def save(self, path: str | Path) -> None:
-        """Write the cached scores, costs, latencies (and images) so that another process can rebuild the panel."""
-        s = self.scores
+        """Write the cached scores, costs, latency model (and images) so that another process can rebuild the panel."""
+        s, lat = self.scores, self.latency
         save_checkpoint({"format": PANEL_FORMAT, "policy_name": self.policy_name, "predictions": s.predictions,
                          "confidence": s.confidence, "entropy": s.entropy, "labels": s.labels,
                          "stage_macs": list(self.costs.stage_macs), "head_macs": list(self.costs.head_macs),
-                         "exit_latency_ms": self.exit_latency_ms, "images": self.images,
-                         "thresholds": self.thresholds()}, path)
+                         "latency": None if lat is None else [lat.overhead_ms, lat.per_sample_ms, lat.device],
+                         "images": self.images, "image_index": self.image_index, "class_names": self.class_names,
+                         "split": self.split, "title": self.title, "thresholds": self.thresholds()}, path)
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "ThresholdPanel":
         """A panel from a file written by ``save`` (keyword ``overrides`` replace saved constructor arguments)."""
+        from .edcnn import LatencyModel
+
         state = load_checkpoint(path, expected_format=PANEL_FORMAT)
         scores = exits.ExitScores(state["predictions"], state["confidence"], state["entropy"], state["labels"])
-        kwargs = {"exit_latency_ms": state["exit_latency_ms"], "images": state["images"],
-                  "thresholds": state["thresholds"], **overrides}
+        latency = LatencyModel(*state["latency"]) if state.get("latency") else None
+        kwargs = {"latency": latency, "images": state["images"], "image_index": state.get("image_index"),
+                  "class_names": state.get("class_names"), "split": state.get("split", "val"),
+                  "title": state.get("title", ""), "thresholds": state["thresholds"], **overrides}
         policy_name = kwargs.pop("policy_name", state["policy_name"])
         return cls(scores, exits.ExitCosts(state["stage_macs"], state["head_macs"]), policy_name, **kwargs)
+
+    @classmethod
+    def from_bundle(cls, bundle: exits.ExitBundle, split: str = "val", policy_name: str = "max_softmax",
+                    **kwargs) -> "ThresholdPanel":
+        """A panel over one split of a trained network's ``ExitBundle``: its logits, costs and measured latency."""
+        from .edcnn import LatencyModel
+
+        latency = LatencyModel.from_exit_ms(bundle.exit_ms, bundle.device) if len(bundle.exit_ms) == 2 else None
+        images = bundle.images if split == "val" else None  # the thumbnails are of val samples
+        meta = bundle.meta
+        title = kwargs.pop("title", meta.get("title", ""))
+        defaults = {"latency": latency, "images": images, "image_index": bundle.image_index if images is not None
+                    else None, "class_names": meta.get("class_names"), "title": title,
+                    "thresholds": meta.get("thresholds", {}).get(policy_name)}
+        return cls(bundle.scores(split), bundle.costs, policy_name, split=split, **{**defaults, **kwargs})
 
     # --- slider callbacks
     def _on_threshold(self, change) -> None:
         if not self._busy:
             self.update()
 
+    def _on_unit(self, change) -> None:
+        self._busy = True
+        try:
+            self.choice = None
+            self._budget_range()
+        finally:
+            self._busy = False
+        self.update()
+
     def _on_budget(self, change) -> None:
+        from .edcnn.budget import BudgetWarning
+
         if self._busy:
             return
-        try:
-            choice = self.controller.choose(macs_per_image=change["new"] * 1e6)
-        except ThresholdError:  # below the cheapest setting (the slider's min is that setting, so rounding only)
-            choice = self.controller.choose(macs_per_image=self.controller.cheapest() + 1)
-        self.set_thresholds(choice.policy.resolved(self.scores.num_exits))
+        b = self.batch.value
+        ask = ({"macs_per_image": change["new"] * 1e6} if self.unit.value == MACS else
+               {"ms_per_batch": change["new"] * b, "batch_size": b})
+        with warnings.catch_warnings():  # below the cheapest setting only by rounding: the line says "over budget"
+            warnings.simplefilter("ignore", BudgetWarning)
+            self.choice = self.controller.choose(**ask)
+        self.set_thresholds(self.choice.policy.resolved(self.scores.num_exits))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -35,10 +35,8 @@ class LabServer:
             return json.loads(response.read())
 
 
-@contextmanager
-def lab_server(tmp: Path, env_extra: dict[str, str] | None = None, root: Path = REPO) -> Iterator[LabServer]:
-    """A running ``jupyter lab`` serving ``root``; yields a ``LabServer`` once ``/api/status`` answers."""
-    port = free_port()
+def _jupyter_env(tmp: Path, env_extra: dict[str, str] | None) -> dict[str, str]:
+    """Jupyter's folders inside ``tmp``, JupyterLab's news and windowing off; the environment to run with."""
     dirs = {name: tmp / name for name in ("config", "data", "runtime", "settings", "workspaces")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
@@ -50,33 +48,33 @@ def lab_server(tmp: Path, env_extra: dict[str, str] | None = None, root: Path = 
     tracker = dirs["settings"] / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True, exist_ok=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),
-           "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]), "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
-           "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]), "IPYTHONDIR": str(tmp / "ipython"),
-           "MPLCONFIGDIR": str(tmp / "mpl"), **(env_extra or {})}
-    log = tmp / "jupyter.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
-           "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}",
-           "--LabApp.news_url=", "--LabApp.extension_manager=readonly"]  # no network look-ups
+    return {**os.environ, "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),
+            "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]), "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
+            "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]), "IPYTHONDIR": str(tmp / "ipython"),
+            "MPLCONFIGDIR": str(tmp / "mpl"), **(env_extra or {})}
+
+
+@contextmanager
+def _server(cmd: list[str], env: dict[str, str], log: Path, url: str, ready_path: str, name: str
+            ) -> Iterator[LabServer]:
+    """Start ``cmd``, wait until ``url + ready_path`` answers 200, yield, then stop its process group."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI machines run as root
-        cmd.append("--allow-root")
+        cmd = cmd + ["--allow-root"] if name == "jupyter lab" else cmd
     with open(log, "w") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(url + "/api/status", timeout=2) as r:
+                with urllib.request.urlopen(url + ready_path, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if time.time() > deadline:
-                raise TimeoutError(f"jupyter lab did not answer /api/status in 90 s:\n{log.read_text()[-3000:]}")
+                raise TimeoutError(f"{name} did not answer {ready_path} in 90 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
         yield LabServer(url, process, log)
     finally:
@@ -87,3 +85,27 @@ def lab_server(tmp: Path, env_extra: dict[str, str] | None = None, root: Path = 
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@contextmanager
+def lab_server(tmp: Path, env_extra: dict[str, str] | None = None, root: Path = REPO) -> Iterator[LabServer]:
+    """A running ``jupyter lab`` serving ``root``; yields a ``LabServer`` once ``/api/status`` answers."""
+    port = free_port()
+    env = _jupyter_env(tmp, env_extra)
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+           "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}",
+           "--LabApp.news_url=", "--LabApp.extension_manager=readonly"]  # no network look-ups
+    with _server(cmd, env, tmp / "jupyter.log", f"http://127.0.0.1:{port}", "/api/status", "jupyter lab") as s:
+        yield s
+
+
+@contextmanager
+def voila_server(tmp: Path, notebook: Path, env_extra: dict[str, str] | None = None) -> Iterator[LabServer]:
+    """``voila notebook`` (what ``make panel`` runs) on a free port; yields once its page answers."""
+    port = free_port()
+    env = _jupyter_env(tmp, env_extra)
+    cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+           "--Voila.port_retries=0"]
+    with _server(cmd, env, tmp / "voila.log", f"http://127.0.0.1:{port}", "/", "voila") as s:
+        yield s

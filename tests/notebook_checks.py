@@ -65,7 +65,10 @@ def check_10_speedycnet(out: Path) -> None:
 
 
 def check_11_edcnn(out: Path) -> None:
-    from course_utils import edcnn
+    import pytest
+    import torch
+
+    from course_utils import edcnn, exits
     from course_utils.widgets import ThresholdPanel, format_stats
 
     table = pd.read_csv(out / "edcnn.csv")
@@ -78,11 +81,20 @@ def check_11_edcnn(out: Path) -> None:
     metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width" in metrics["scale"]
     panel = ThresholdPanel.load(out / "panel.pt")  # the notebook's panel, rebuilt from its published scores
-    assert panel.stats.value == format_stats(panel.sweep(), full_macs=panel.costs.full)
+    assert panel.latency is not None and "validation split" in panel.header.value
+    ms = panel.latency.ms_per_image(panel.sweep().reach_fraction, 1)
+    assert panel.stats.value == format_stats(panel.sweep(), full_macs=panel.costs.full, ms_per_image=ms)
     for value in (0.3, 0.5, 0.75, 0.95):  # what a drag does: the text follows, from the core's sweep, at once
         panel.sliders[0].value = value
         assert panel.thresholds()[0] == value and panel.last_update_ms > 0
-        assert panel.stats.value == format_stats(panel.sweep(panel.thresholds()), full_macs=panel.costs.full)
+        assert panel.stats.value == panel.text_for(panel.thresholds())
+    bundle = exits.load_bundle(out / edcnn.BUNDLE_NAME)  # the headline model's exits, for load_trained
+    assert bundle.splits == ["val", "test"] and bundle.device.startswith("cpu")
+    assert torch.equal(bundle.labels["val"], panel.scores.labels) and sorted(bundle.exit_ms) == [1, 256]
+    assert (bundle.scores("val").predictions == panel.scores.predictions).float().mean() > 0.99  # float16 ties
+    from_bundle = ThresholdPanel.from_bundle(bundle)
+    assert from_bundle.stats.value == from_bundle.text_for(from_bundle.thresholds())
+    assert from_bundle.latency.per_sample_ms == pytest.approx(panel.latency.per_sample_ms, rel=1e-6, abs=1e-9)
     assert metrics["seconds_total"] > 0
     for name in ("edcnn_frontier", "edcnn_macs_vs_time", "edcnn_exits_per_class", "edcnn_time_breakdown"):
         assert (out / f"{name}.png").stat().st_size > 1000

@@ -93,3 +93,45 @@ def test_inconsistent_shapes_are_refused_with_the_mismatch_named():
         exits.ExitBundle.from_scores({"val": plain}, good.costs)
     with pytest.raises(CourseError, match="no 'train' split; it has: val, test"):
         good.scores("train")
+
+
+def _run_folder(results, name: str, tier: str | None, bundle: exits.ExitBundle) -> None:
+    folder = results / "runs" / "edcnn" / name
+    folder.mkdir(parents=True)
+    if tier is not None:
+        (folder / "record.json").write_text(json.dumps({"tier": tier, "status": "ok"}))
+    exits.save_bundle(bundle, folder / "edcnn_logits.npz")
+
+
+def test_load_trained_takes_a_trained_tiers_bundle_and_never_a_demonstration_unasked(tmp_path):
+    from course_utils import edcnn
+
+    with pytest.raises(CheckpointError, match=r"no paper or standard-tier edCNN bundle .*--tier standard"):
+        edcnn.trained_bundle_path(tmp_path)
+    _run_folder(tmp_path, "quick-run", "quick", make_bundle(seed=1))
+    with pytest.raises(CheckpointError, match=r"there are quick-tier ones: load_trained\(tiers=\['quick'\]\)"):
+        edcnn.trained_bundle_path(tmp_path)
+    assert edcnn.trained_bundle_path(tmp_path, tiers=["quick"]).parent.name == "quick-run"
+    _run_folder(tmp_path, "standard-run", "standard", make_bundle(seed=2))
+    assert edcnn.trained_bundle_path(tmp_path).parent.name == "standard-run"
+    _run_folder(tmp_path, "paper-run", "paper", make_bundle(seed=3))
+    assert edcnn.trained_bundle_path(tmp_path).parent.name == "paper-run"  # the paper's scale first
+    loaded = edcnn.load_trained(tmp_path / "runs" / "edcnn" / "standard-run" / "edcnn_logits.npz")
+    assert torch.equal(loaded.logits["val"], make_bundle(seed=2).logits["val"].half().float())
+
+
+def test_make_bundle_keeps_calibrated_thresholds_and_a_random_thumbnail_subset():
+    from course_utils import edcnn
+    from course_utils.edcnn import LatencyModel
+
+    b = make_bundle()
+    latency = LatencyModel([0.5, 0.4, 0.3, 0.2], [0.1, 0.1, 0.2, 0.2], "cpu (test)")
+    images = torch.randint(0, 256, (600, 3, 8, 8), dtype=torch.uint8)
+    bundle = edcnn.make_bundle(b.scores("val"), b.scores("test"), b.costs, latency, images=images, thumbnails=40,
+                               thresholds={"max_softmax": [0.8, None, 0.9], "entropy": [None, 0.2, 0.3]},
+                               meta={"title": "t"})
+    assert bundle.meta == {"title": "t", "thresholds": {"max_softmax": [0.8, 1.0, 0.9], "entropy": [0.0, 0.2, 0.3]}}
+    assert bundle.exit_ms == {1: latency.exit_ms(1), 256: latency.exit_ms(256)} and bundle.device == "cpu (test)"
+    idx = bundle.image_index
+    assert len(idx) == 40 and idx.tolist() == sorted(idx.tolist()) and idx.tolist() != list(range(40))
+    assert torch.equal(bundle.images, images[idx])

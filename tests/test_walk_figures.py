@@ -207,3 +207,17 @@ def test_loader_benchmark_tick_labels_name_their_own_values():
     assert checked >= 3
     short = nas.plot_cost_history(pd.DataFrame({"method": ["random"], "seconds": [0.9]}))
     assert "seconds" in short.axes[1].get_xlabel()
+
+
+@pytest.mark.parametrize("latency,log_axis", [([11.1, 11.3, 11.5], False), ([1.0, 5.0, 40.0], True)])
+def test_accuracy_vs_cost_keeps_tick_labels_apart_over_a_narrow_or_a_wide_range(latency, log_axis):
+    from course_utils import walk_plots
+
+    trained = pd.DataFrame({"model": ["mobilenet_v1@0.25", "mobilenet_v1@0.5", "shufflenet_v2_x0_5"],
+                            "macs": [3.5e6, 12e6, 4.2e6], "latency_ms": latency, "test_accuracy": [0.5, 0.6, 0.55]})
+    fig = walk_plots.accuracy_vs_cost(trained, title="Small mobile networks", scale="digits", device="cpu")
+    assert overlapping_text(fig) == []
+    assert (fig.axes[1].get_xscale() == "log") == log_axis  # a factor of 3 or more gets a log axis
+    labels = [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()]
+    assert labels and not any("times" in t for t in labels)  # plain numbers, no 1.12x10^1
+    plt.close(fig)

@@ -25,7 +25,7 @@ The exit policies, ``infer``, ``infer_single``, ``sweep``, ``frontier`` and ``ca
 Modules, one per idea: ``trunk`` (splitting a backbone into tapping points), ``heads`` (branch heads),
 ``elastic`` (``ElasticNet`` and ``attach_exits``), ``training`` (branch and joint training), ``timing``
 (benchmarks, per-stage times, the latency model), ``budget`` (the budget controller), ``anytime``
-(deadline prediction), ``reporting`` (exit distribution, the paper's table columns, the MACs-vs-time findings),
+(deadline prediction), ``trained`` (a trained model's exits on file, and ``load_trained``), ``reporting`` (exit distribution, the paper's table columns, the MACs-vs-time findings),
 ``plots`` (the notebook's figures; ``from course_utils.edcnn import plots``, it loads matplotlib).
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .elastic import DEFAULT_TAPS, ElasticNet, attach_exits
 from .heads import HEADS, make_head
 from .reporting import TABLE_COLUMNS, exit_distribution, macs_vs_time_findings
 from .timing import Contender, LatencyModel, benchmark, measure_batches, measure_latency_model, time_breakdown
+from .trained import BUNDLE_NAME, load_trained, make_bundle, trained_bundle_path
 from .training import MODES, WEIGHT_SCHEDULES, ExitLoss, exit_weights, train_branches, train_joint
 from .trunk import GlobalPoolClassifier, Trunk, check_trunk, split_backbone, tapping_points
 
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TABLE_COLUMNS", "exit_distribution",
     "macs_vs_time_findings",
     "Contender", "LatencyModel", "benchmark", "measure_batches", "measure_latency_model", "time_breakdown",
+    "BUNDLE_NAME", "load_trained", "make_bundle", "trained_bundle_path",
     "MODES", "WEIGHT_SCHEDULES", "ExitLoss", "exit_weights", "train_branches", "train_joint",
     "GlobalPoolClassifier", "Trunk", "check_trunk", "split_backbone", "tapping_points", "single_thread",
     "dataset_label",

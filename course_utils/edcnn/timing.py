@@ -178,6 +178,24 @@ class LatencyModel:
         """Predicted ms of one batch in which ``reaching[k]`` samples run stage k (and head k)."""
         return float(sum(a + b * n for a, b, n in zip(self.overhead_ms, self.per_sample_ms, reaching) if n > 0))
 
+    def ms_per_image(self, reach_fraction: Sequence[float], batch_size: int) -> float:
+        """Predicted ms per image of a batch of ``batch_size`` when ``reach_fraction[k]`` of it runs stage k."""
+        return self.batch_ms([f * batch_size for f in reach_fraction]) / batch_size
+
+    @classmethod
+    def from_exit_ms(cls, exit_ms: dict[int, Sequence[float]], device: str = "") -> "LatencyModel":
+        """The model behind ``exit_ms`` at two batch sizes (what ``exit_ms(b)`` returns for each): its inverse.
+
+        Per image at batch b, stage k costs ``overhead_k / b + per_sample_k``; two batch sizes give both.
+        """
+        if len(exit_ms) != 2:
+            raise ValueError(f"need per-exit ms at exactly two batch sizes, got {sorted(exit_ms)}")
+        (b1, e1), (b2, e2) = sorted((int(b), list(map(float, ms))) for b, ms in exit_ms.items())
+        d1 = [x - y for x, y in zip(e1, [0.0] + e1[:-1])]  # per-stage ms per image at b1
+        d2 = [x - y for x, y in zip(e2, [0.0] + e2[:-1])]
+        overhead = [(p - q) / (1 / b1 - 1 / b2) for p, q in zip(d1, d2)]
+        return cls(overhead, [p - a / b1 for p, a in zip(d1, overhead)], device)
+
 
 @torch.inference_mode()
 def measure_latency_model(net: ElasticNet, batch_size: int = 256, *, repeats: int = 5,

@@ -4,25 +4,32 @@ JupyterLab runs a parameterised smoke-mode copy of ``notebooks/11_edcnn.ipynb``;
 cells, then moves an exit-threshold slider three ways (typing into its readout, arrow keys on its handle, a
 click on its track) and drags the budget slider.  After each move, the panel's text must EQUAL what
 ``ThresholdPanel.load(saved).text_for(thresholds)`` (the core's ``sweep`` + ``format_stats``) gives on the
-scores the notebook saved, for the thresholds read back from the handles, and its plot must be the very PNG
-the panel draws for them.  Then the slider round trip (key press -> updated text) is timed on a second panel
-over 10,000 samples.  Screenshots and the latencies (latency.json) go to the test's tmp folder.
+scores the notebook saved, for the thresholds read back from the handles, and the plotly chart in the page
+must hold the very numbers the panel computes for them (the frontier point, the right and wrong bars), with
+the same example captions.  Then the round trip (key press -> updated text, and -> redrawn chart) is timed
+on a second panel over 10,000 samples.  A second test serves ``pages/edcnn_panel.ipynb`` with Voila (what
+``make panel`` runs) over the bundle the notebook wrote, and checks the same agreement there.  Screenshots
+and the latencies (latency.json) go to the test's tmp folder; ``tests/browser/screenshots/`` keeps a copy.
 """
 from __future__ import annotations
 
-import base64
 import json
+import re
+import shutil
 import statistics
 import time
+from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from conftest import PageErrors, error_outputs, run_all_and_wait
-from lab_server import REPO, lab_server
+from lab_server import REPO, lab_server, voila_server
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 pytestmark = pytest.mark.browser
+SCREENSHOTS = Path(__file__).parent / "screenshots"
 
 # The default smoke run trains 2 steps of batch 128: every confidence is then ~0.1006 and the sliders hardly
 # change a number, so a wrong panel could pass.  Batch 16 (13 steps per epoch) at a higher peak LR costs the
@@ -38,7 +45,7 @@ x_big, y_big = data.load(DATASET, "test")
 x_big, y_big = x_big[:{n}], y_big[:{n}]
 big_loader = data.DeviceLoader.for_dataset(DATASET, x_big, y_big, train=False, batch_size=256, device=DEVICE)
 panel_big = ThresholdPanel(exits.collect_logits(nets[m0], big_loader), nets[m0].costs, panel_policy,
-                           exit_latency_ms=latency.exit_ms(1), images=x_big, thresholds=panel.thresholds())
+                           latency=latency, images=x_big, class_names=CLASSES, thresholds=panel.thresholds())
 assert len(panel_big.scores) == {n}, len(panel_big.scores)
 display(panel_big.widget)
 panel_big.save({path!r})
@@ -54,24 +61,28 @@ STATE_JS = """panel => {
             budgetLabel: sliders[sliders.length - 1].querySelector('.widget-label').textContent,
             stats: text('.edcnn-panel-stats'), budgetText: text('.edcnn-panel-budget')};
 }"""
-# The Image widget shows a blob: URL that is revoked when the next image arrives: read the bytes at once.
-PLOT_JS = """async panel => {
-    const img = panel.querySelector('img.edcnn-panel-plot');
-    try {
-        const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
-        let s = '';
-        for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode(...bytes.subarray(i, i + 8192));
-        return btoa(s);
-    } catch (err) { return null; }
+# What the plotly chart in the page holds (plotly.js keeps a figure's traces on its graph div) and the
+# example captions: the numbers a reader sees.
+CHART_JS = """panel => {
+    const gd = panel.querySelector('.edcnn-panel-chart .js-plotly-plot');
+    if (!gd || !gd.data || gd.data.length < 5) return null;
+    const arr = v => Array.from(v || [], Number);
+    return {point: [arr(gd.data[2].x)[0], arr(gd.data[2].y)[0]], right: arr(gd.data[3].y), wrong: arr(gd.data[4].y),
+            captions: [...panel.querySelectorAll('.edcnn-example-caption')].map(e => e.textContent)};
 }"""
 # Browser-side clock for the round trip: the key's keydown and the first change of each text after it.
 INSTRUMENT_JS = """panel => {
-    const rt = window.__roundTrip = {key: 0, stats: 0, budget: 0};
-    document.addEventListener('keydown', () => { rt.key = performance.now(); rt.stats = 0; rt.budget = 0; }, true);
+    const rt = window.__roundTrip = {key: 0, stats: 0, budget: 0, chart: 0};
+    document.addEventListener('keydown', () => { rt.key = performance.now(); rt.stats = 0; rt.budget = 0; rt.chart = 0; },
+                              true);
     const watch = (cls, field) => new MutationObserver(() => { if (rt.key && !rt[field]) rt[field] = performance.now(); })
         .observe(panel.querySelector(cls), {subtree: true, childList: true, characterData: true});
     watch('.edcnn-panel-stats', 'stats');
     watch('.edcnn-panel-budget', 'budget');
+    // the chart is redrawn when its SVG stops changing: keep the time of the LAST mutation after the key
+    new MutationObserver(() => { if (rt.key) rt.chart = performance.now(); })
+        .observe(panel.querySelector('.edcnn-panel-chart .js-plotly-plot'),
+                 {subtree: true, childList: true, attributes: true, characterData: true});
 }"""
 
 
@@ -92,12 +103,11 @@ def smoke_copy(folder, panel_path, big_panel_path):
 class PanelView:
     """One ``.edcnn-panel`` on the page, next to the same panel rebuilt in this process from the saved scores."""
 
-    def __init__(self, page, index: int, saved_path):
-        from course_utils.widgets import ThresholdPanel
-
+    def __init__(self, page, index: int, model):
         self.page, self.locator = page, page.locator(".edcnn-panel").nth(index)
-        self.model = ThresholdPanel.load(saved_path)
-        self._png: dict[tuple, bytes] = {}
+        self.model = model
+        self._chart: dict[tuple, dict] = {}
+        self._budget = model.budget.value
 
     def slider(self, k: int):
         return self.locator.locator(".widget-hslider").nth(k)
@@ -108,28 +118,28 @@ class PanelView:
         s["budget"] = float(s["budget"])
         return s
 
-    def plot(self) -> bytes | None:
-        data = self.locator.evaluate(PLOT_JS)
-        return base64.b64decode(data) if data else None
+    def chart(self) -> dict | None:
+        return self.locator.evaluate(CHART_JS)
 
     def text_for(self, thresholds) -> str:
         return self.model.text_for(thresholds)
 
-    def png_for(self, thresholds) -> bytes:
+    def chart_for(self, thresholds) -> dict:
+        """What the panel's own update() puts in its chart and captions for ``thresholds``."""
         key = tuple(thresholds)
-        if key not in self._png:
-            self.model.set_thresholds(list(thresholds))  # the panel's own update(): sweep, text, PNG
-            self._png[key] = self.model.plot.value
-        return self._png[key]
+        if key not in self._chart:
+            self.model.set_thresholds(list(thresholds))
+            data = self.model.chart.data
+            self._chart[key] = {"point": [data[2].x[0], data[2].y[0]], "right": list(data[3].y),
+                                "wrong": list(data[4].y),
+                                "captions": re.findall(r'edcnn-example-caption"[^>]*>([^<]*)<', self.model.examples.value)}
+        return self._chart[key]
 
-    def budget_line(self, thresholds, budget_m: float) -> str:
-        """The budget line the panel must show: budget, thresholds, cost of these thresholds and the verdict."""
-        from course_utils.widgets import format_macs
-
-        cost, budget = self.model.sweep(thresholds).mean_macs, budget_m * 1e6
-        verdict = "within budget" if cost <= budget + 0.5 else "over budget"
-        return (f"budget {format_macs(budget)} MACs/image · thresholds {', '.join(f'{t:.2f}' for t in thresholds)}"
-                f" · cost {format_macs(cost)} MACs/image ({verdict})")
+    def budget_line(self, thresholds, budget: float) -> str:
+        """The budget line the panel must show; a budget the page moved is moved here too (the controller chooses)."""
+        if budget != self._budget:
+            self.model.budget.value, self._budget = budget, budget
+        return self.model.budget_line(thresholds, budget)
 
     def settle(self, condition=lambda s: True, timeout_s: float = 90) -> dict:
         """Wait until the page shows exactly what Python computes for the thresholds on the handles (twice, 0.3 s
@@ -145,8 +155,11 @@ class PanelView:
                 problems.append(f"stats {s['stats']!r} != Python {self.text_for(thr)!r} for {thr}")
             if s["budgetText"] != self.budget_line(thr, s["budget"]):
                 problems.append(f"budget line {s['budgetText']!r} != {self.budget_line(thr, s['budget'])!r}")
-            if not problems and self.plot() != self.png_for(thr):
-                problems.append(f"the plot is not the PNG the panel draws for {thr}")
+            if not problems:
+                shown, want = self.chart(), self.chart_for(thr)
+                if shown is None or shown["captions"] != want["captions"] or shown["right"] != want["right"] \
+                        or shown["wrong"] != want["wrong"] or shown["point"] != pytest.approx(want["point"], rel=1e-12):
+                    problems.append(f"the chart shows {shown} where the panel computes {want} for {thr}")
             if problems:
                 last, agreed = problems, None
             elif agreed == s:
@@ -160,20 +173,31 @@ class PanelView:
 
 
 def pick(view: PanelView, now: list[float], k: int, candidates, spread: int = 0) -> float:
-    """The first candidate value for threshold ``k`` whose text and plot differ from those of ``now`` (also at
+    """The first candidate value for threshold ``k`` whose text and chart differ from those of ``now`` (also at
     +-``spread`` slider steps, for moves that can land a step off), so that a stale page cannot pass."""
-    text, png = view.text_for(now), view.png_for(now)
+    text, chart = view.text_for(now), view.chart_for(now)
     for v in candidates:
         values = [round(v + d / 100, 2) for d in range(-spread, spread + 1)]
         if all(0 <= x <= 1 for x in values):
             options = [now[:k] + [x] + now[k + 1:] for x in values]
-            if all(view.text_for(o) != text and view.png_for(o) != png for o in options):
+            if all(view.text_for(o) != text and view.chart_for(o)["point"] != chart["point"] for o in options):
                 return v
     raise AssertionError(f"no value of threshold {k + 1} changes the panel from {now}: the smoke model is degenerate")
 
 
+def keep_screenshot(path) -> None:
+    """A copy of a screenshot under tests/browser/screenshots/ (the README shows one), written atomically."""
+    from course_utils.checkpoint import atomic_write
+
+    target = SCREENSHOTS / path.name
+    target.parent.mkdir(exist_ok=True)
+    atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
+
+
 def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, tmp_path, require_dataset,
                                                                  record_property):
+    from course_utils.widgets import ThresholdPanel
+
     require_dataset("cifar10")
     started = time.perf_counter()
     panel_path, big_path = tmp_path / "results" / "panel.pt", tmp_path / "panel_10k.pt"
@@ -188,7 +212,7 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
         assert page.locator(".edcnn-panel").count() == 2  # the notebook's panel and the 10,000-sample one
         ran = time.perf_counter()
 
-        view = PanelView(page, 0, panel_path)
+        view = PanelView(page, 0, ThresholdPanel.load(panel_path))
         early = view.model.scores.num_exits - 1
         state = view.settle()  # as rendered by Run All
         assert state["budgetLabel"] == "budget M MACs/image"
@@ -199,7 +223,8 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
                                                                 state["thresholds"][j + 1:]) for x in range(101)}))
         slider = view.slider(k)
         view.locator.screenshot(path=str(tmp_path / "panel_0_before.png"))
-        plot_before = view.plot()
+        chart_before = view.chart()
+        keep_screenshot(tmp_path / "panel_0_before.png")
 
         # 1. type into the readout
         now = state["thresholds"]
@@ -212,8 +237,7 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
         page.keyboard.press("Enter")
         state = view.settle(lambda s: s["thresholds"][k] == pytest.approx(typed, abs=1e-9))
         assert state["thresholds"][:k] + state["thresholds"][k + 1:] == now[:k] + now[k + 1:]
-        plot_after = view.plot()
-        assert plot_after != plot_before, "the plot did not change when the slider moved"
+        assert view.chart()["point"] != chart_before["point"], "the chart's point did not move with the slider"
         view.locator.screenshot(path=str(tmp_path / "panel_1_typed.png"))
 
         # 2. arrow keys on the handle
@@ -263,7 +287,7 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
         view.locator.screenshot(path=str(tmp_path / "panel_4_budget.png"))
 
         # 5. the round trip on the panel over 10,000 samples: key press -> updated text, timed in the page
-        big = PanelView(page, 1, big_path)
+        big = PanelView(page, 1, ThresholdPanel.load(big_path))
         assert len(big.model.scores) == BIG_SAMPLES
         state = big.settle()
         now, half = state["thresholds"], PRESSES // 2
@@ -277,7 +301,7 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
         state = big.settle(lambda s: s["thresholds"][0] == pytest.approx(start, abs=1e-9))
         big.locator.evaluate(INSTRUMENT_JS)
         handle = big.slider(0).locator(".noUi-handle")
-        stats_ms, text_ms = [], []
+        stats_ms, text_ms, chart_ms = [], [], []
         for i in range(PRESSES):
             old = big.text_for(state["thresholds"])
             key = "ArrowRight" if i < half else "ArrowLeft"
@@ -292,8 +316,12 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
             if stats_change:
                 stats_ms.append(rt["stats"] - rt["key"])
             state = big.settle(lambda s, v=value: s["thresholds"][0] == pytest.approx(v, abs=1e-9))
+            rt = page.evaluate("() => window.__roundTrip")  # settled: the chart's last redraw is done
+            if stats_change and rt["chart"]:
+                chart_ms.append(rt["chart"] - rt["key"])
         assert state["thresholds"][0] == pytest.approx(start, abs=1e-9)
         big.locator.screenshot(path=str(tmp_path / "panel_10k.png"))
+        keep_screenshot(tmp_path / "panel_10k.png")
         page.screenshot(path=str(tmp_path / "page_after.png"), full_page=True)
 
         assert error_outputs(page) == []
@@ -303,12 +331,54 @@ def test_threshold_panel_follows_typing_keys_clicks_and_budget(browser_context, 
     report = {"samples": BIG_SAMPLES, "presses": PRESSES, "stats_changed_on": len(stats_ms),
               "key_to_stats_ms": {"median": statistics.median(stats_ms), "max": max(stats_ms), "all": stats_ms},
               "key_to_all_text_ms": {"median": statistics.median(text_ms), "max": max(text_ms), "all": text_ms},
+              "key_to_chart_redrawn_ms": {"median": statistics.median(chart_ms), "max": max(chart_ms),
+                                          "all": chart_ms},
               "seconds_to_run_notebook": ran - started, "seconds_total": time.perf_counter() - started}
     (tmp_path / "latency.json").write_text(json.dumps(report, indent=1))
     record_property("slider_round_trip_ms_median", report["key_to_stats_ms"]["median"])
     print(f"\nslider round trip over {BIG_SAMPLES} samples, key press -> updated stats text: median "
           f"{report['key_to_stats_ms']['median']:.0f} ms, max {report['key_to_stats_ms']['max']:.0f} ms "
           f"({len(stats_ms)} of {PRESSES} presses changed the stats; goal < {LATENCY_GOAL_MS} ms); "
-          f"-> stats and budget line: median {report['key_to_all_text_ms']['median']:.0f} ms; "
+          f"-> stats and budget line: median {report['key_to_all_text_ms']['median']:.0f} ms; -> chart redrawn: "
+          f"median {report['key_to_chart_redrawn_ms']['median']:.0f} ms, p90 {np.percentile(chart_ms, 90):.0f} ms; "
           f"screenshots and latency.json in {tmp_path}")
     assert len(stats_ms) >= PRESSES // 2, "too few presses changed the stats to time them"
+    assert len(chart_ms) >= PRESSES // 2, "the chart was not seen redrawing after the presses that moved its point"
+
+
+def test_voila_page_serves_the_panel_over_a_saved_bundle(browser_context, tmp_path):
+    """``make panel``: Voila renders pages/edcnn_panel.ipynb without code cells, over the bundle notebook 11 wrote."""
+    import papermill
+
+    from course_utils import edcnn, exits
+    from course_utils.widgets import ThresholdPanel
+
+    results = tmp_path / "results"
+    papermill.execute_notebook(str(REPO / "notebooks" / "11_edcnn.ipynb"), str(tmp_path / "11.ipynb"),
+                               parameters={**PARAMETERS, "RESULTS_DIR": str(results)}, cwd=str(REPO / "notebooks"),
+                               kernel_name="python3", progress_bar=False)
+    bundle_path = results / edcnn.BUNDLE_NAME
+    model = ThresholdPanel.from_bundle(exits.load_bundle(bundle_path))
+    with voila_server(tmp_path / "voila", REPO / "pages" / "edcnn_panel.ipynb",
+                      env_extra={"COURSE_EDCNN_BUNDLE": str(bundle_path)}) as server:
+        page = browser_context.new_page()
+        errors = PageErrors(page)
+        page.goto(server.url + "/")
+        page.locator(".edcnn-panel").first.wait_for(timeout=120_000)
+        assert page.locator(".jp-InputArea, .jp-CodeCell .jp-InputPrompt").count() == 0  # no code on the page
+        assert "validation split: thresholds are set here" in page.locator(".edcnn-panel-header").inner_text()
+        view = PanelView(page, 0, model)
+        state = view.settle()
+        assert state["thresholds"] == pytest.approx(model.thresholds(), abs=1e-9)  # calibrated on val, saved
+        k = 0
+        now = state["thresholds"]
+        target = pick(view, now, k, [round(now[k] + s * n / 100, 2) for n in (1, 2, 3, 5, 8) for s in (-1, 1)
+                                     if 0 <= now[k] + s * n / 100 <= 1])
+        handle = view.slider(k).locator(".noUi-handle")
+        for _ in range(abs(round((target - now[k]) * 100))):
+            handle.press("ArrowRight" if target > now[k] else "ArrowLeft")
+        view.settle(lambda s: s["thresholds"][k] == pytest.approx(target, abs=1e-9))
+        page.screenshot(path=str(tmp_path / "voila_panel.png"), full_page=True)
+        keep_screenshot(tmp_path / "voila_panel.png")
+        assert errors.page_errors == [], errors.page_errors
+        assert errors.console_errors == [], errors.console_errors
