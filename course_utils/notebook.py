@@ -36,3 +36,19 @@ def setup_notebook(smoke: bool = False, seed: int = 0, device: str | None = None
     except Exception:
         pass
     return smoke, dev
+
+
+class StopHere(Exception):
+    """Ends a notebook's "Run All" at this cell, quietly: what follows is work this run does not need.
+
+    JupyterLab stops running the queued cells at an error; ``_render_traceback_`` replaces the traceback
+    with one plain line, so the reader sees why it stopped and how to go on, not a stack.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"Stopped here: {self}"]
+
+
+def stop_here(reason: str) -> None:
+    """Raise ``StopHere(reason)``: the cells below do not run (papermill reports it as the notebook's error)."""
+    raise StopHere(reason)

@@ -67,6 +67,14 @@ def format_stats(result: exits.SweepResult, *, full_macs: float | None = None, m
     return " · ".join(parts)
 
 
+def bundle_header(bundle: exits.ExitBundle) -> str:
+    """Markdown naming a bundle's network, data and scale and its full network's test accuracy (for the panel)."""
+    meta = bundle.meta
+    acc = meta.get("acc_full_test")
+    return (f"**{meta.get('title', 'edCNN')}**  \n{meta.get('scale', '')}  \n" +
+            (f"full network, test accuracy {100 * acc:.2f}%" if acc is not None else ""))
+
+
 def _as_hwc(images: torch.Tensor) -> np.ndarray:
     """uint8 ``(N, C, H, W)`` (C = 1 or 3) -> uint8 ``(N, H, W, 3)`` numpy, once, for the thumbnails."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):

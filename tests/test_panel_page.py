@@ -42,7 +42,7 @@ def test_the_page_shows_the_panel_over_a_bundle(tmp_path):
     nb = papermill.execute_notebook(str(PAGE), str(tmp_path / "out.ipynb"), parameters={"BUNDLE": str(tmp_path / "b.npz")},
                                     kernel_name="python3", progress_bar=False, cwd=str(PAGE.parent))
     text = outputs(nb)
-    assert "**a synthetic bundle**" in text and "test accuracy: 50.00%" in text and "<widget>" in text
+    assert "**a synthetic bundle**" in text and "full network, test accuracy 50.00%" in text and "<widget>" in text
 
 
 def test_the_page_says_what_to_run_when_there_is_no_bundle(tmp_path):
@@ -57,3 +57,20 @@ def test_the_page_is_committed_without_outputs_and_with_a_parameters_cell():
     nb = nbformat.read(PAGE, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     assert "parameters" in nb.cells[1].metadata.get("tags", [])
+
+
+def test_notebook_11_shows_a_trained_bundle_at_once_and_stops_before_training(tmp_path):
+    """Default mode (TRAIN = None) with a trained bundle on file: the panel, then one line, and no training."""
+    from papermill.exceptions import PapermillExecutionError
+
+    synthetic_bundle(tmp_path / "b.npz")
+    with pytest.raises(PapermillExecutionError) as stopped:
+        papermill.execute_notebook(str(REPO / "notebooks" / "11_edcnn.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"TRAINED_BUNDLE": str(tmp_path / "b.npz")}, kernel_name="python3",
+                                   progress_bar=False, cwd=str(REPO / "notebooks"))
+    assert stopped.value.ename == "StopHere" and "Set TRAIN = True" in stopped.value.evalue
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    ran = [c for c in nb.cells if c.cell_type == "code" and c.execution_count]
+    assert "**a synthetic bundle**" in outputs(nb) and "<widget>" in outputs(nb)
+    # parameters, papermill's injected parameters, setup, imports, the panel: no training
+    assert "find_trained" in ran[-1].source and len(ran) == 5

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from course_utils import reproduce
+from course_utils import reproduce, results_page
 from course_utils.__main__ import main as cli
 from course_utils.errors import CourseError, UnknownNameError
 
@@ -140,7 +140,7 @@ def test_missing_dataset_falls_back_to_digits_and_says_so(toy, monkeypatch):
 def test_aggregate_keeps_integer_and_text_columns_as_keys():
     frame = pd.DataFrame({"dataset": ["a", "a", "b"], "batch_size": [1, 1, 256], "seed": [0, 1, 0],
                           "ms": [1.0, 3.0, 5.0]})
-    out = reproduce.aggregate(frame)
+    out = results_page.aggregate(frame)
     assert out[["dataset", "batch_size", "seeds"]].values.tolist() == [["a", 1, 2], ["b", 256, 1]]
     assert out["ms"].tolist() == [2.0, 5.0] and out["ms_std"].iloc[0] == pytest.approx(2 ** 0.5)
 
@@ -149,25 +149,25 @@ def test_headlines_are_per_dataset_and_average_seeds_within_one():
     spec = {"headline": "{speedup}x", "dataset_param": "DATASET"}
     runs = [(Path("a"), {"parameters": {"DATASET": d, "SEED": s}, "metrics": {"speedup": v}})
             for d, s, v in [("mnist", 0, 20.0), ("mnist", 1, 30.0), ("cifar10", 0, 3.0)]]
-    assert reproduce._headlines(spec, runs) == ["- **cifar10:** 3.00x", "- **mnist:** 25.00 ± 7.07x"]
-    assert reproduce._headlines(spec, runs[:2]) == ["25.00 ± 7.07x"]
+    assert results_page.headlines(spec, runs) == ["- **cifar10:** 3.00x", "- **mnist:** 25.00 ± 7.07x"]
+    assert results_page.headlines(spec, runs[:2]) == ["25.00 ± 7.07x"]
 
 
 def test_headline_fills_a_text_verdict_as_it_is_and_shows_disagreeing_runs():
     spec = {"headline": "gap {gap}. {verdict}"}
     runs = [(Path("a"), {"parameters": {"SEED": s}, "metrics": {"gap": g, "verdict": v, "shown": True}})
             for s, g, v in [(0, 0.5, "Reproduced."), (1, 1.5, "Reproduced.")]]
-    assert reproduce._headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced."]
+    assert results_page.headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced."]
     runs[1][1]["metrics"]["verdict"] = "Not shown."
-    assert reproduce._headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced. / Not shown."]
-    assert reproduce._headline("{shown}", [{"shown": True}]) == "n/a"  # a flag is no number to average
-    assert reproduce._headline("{side}x{side}", [{"side": 224}, {"side": 224}]) == "224x224"
+    assert results_page.headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced. / Not shown."]
+    assert results_page.headline("{shown}", [{"shown": True}]) == "n/a"  # a flag is no number to average
+    assert results_page.headline("{side}x{side}", [{"side": 224}, {"side": 224}]) == "224x224"
 
 
 def test_an_experiment_can_name_its_own_tier_label():
     spec = {"quick": {"label": "the notebook's defaults"}}
-    assert reproduce._tier_label("quick", spec) == "quick: the notebook's defaults"
-    assert reproduce._tier_label("quick", {}) == reproduce.TIER_LABELS["quick"]
+    assert results_page.tier_label("quick", spec) == "quick: the notebook's defaults"
+    assert results_page.tier_label("quick", {}) == results_page.TIER_LABELS["quick"]
 
 
 def test_the_walk_group_runs_notebooks_01_to_07_and_all_stays_short():

@@ -38,7 +38,7 @@ from .elastic import DEFAULT_TAPS, ElasticNet, attach_exits
 from .heads import HEADS, make_head
 from .reporting import TABLE_COLUMNS, exit_distribution, macs_vs_time_findings
 from .timing import Contender, LatencyModel, benchmark, measure_batches, measure_latency_model, time_breakdown
-from .trained import BUNDLE_NAME, load_trained, make_bundle, trained_bundle_path
+from .trained import BUNDLE_NAME, find_trained, load_trained, make_bundle, trained_bundle_path
 from .training import MODES, WEIGHT_SCHEDULES, ExitLoss, exit_weights, train_branches, train_joint
 from .trunk import GlobalPoolClassifier, Trunk, check_trunk, split_backbone, tapping_points
 
@@ -47,7 +47,7 @@ __all__ = [
     "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TABLE_COLUMNS", "exit_distribution",
     "macs_vs_time_findings",
     "Contender", "LatencyModel", "benchmark", "measure_batches", "measure_latency_model", "time_breakdown",
-    "BUNDLE_NAME", "load_trained", "make_bundle", "trained_bundle_path",
+    "BUNDLE_NAME", "find_trained", "load_trained", "make_bundle", "trained_bundle_path",
     "MODES", "WEIGHT_SCHEDULES", "ExitLoss", "exit_weights", "train_branches", "train_joint",
     "GlobalPoolClassifier", "Trunk", "check_trunk", "split_backbone", "tapping_points", "single_thread",
     "dataset_label",

@@ -1,6 +1,7 @@
 """A trained edCNN's exits on file: the bundle notebook 11 writes, and the one call that loads it.
 
     bundle = edcnn.load_trained()                 # the newest standard- or paper-tier run's bundle under results/
+    bundle = edcnn.find_trained()                 # the same, or None (and a printed line) when there is none
     panel = ThresholdPanel.from_bundle(bundle)    # live within seconds, no training, no dataset
 
 Notebook 11 calls ``make_bundle`` for its headline model and publishes ``edcnn_logits.npz`` next to its other
@@ -72,3 +73,18 @@ def trained_bundle_path(results_dir: str | Path = RESULTS, tiers: Sequence[str] 
 def load_trained(path: str | Path | None = None, *, tiers: Sequence[str] = TRAINED_TIERS) -> exits.ExitBundle:
     """The trained edCNN's bundle: ``path``, or the newest trained run's under ``results/`` (see module docstring)."""
     return exits.load_bundle(path if path is not None else trained_bundle_path(tiers=tiers))
+
+
+def find_trained(path: str | Path | None = None, *, results_dir: str | Path = RESULTS) -> exits.ExitBundle | None:
+    """``load_trained(path)``, or None (with one printed line) when no trained bundle exists and none was named.
+
+    A named ``path`` that is missing, or any corrupt bundle, still raises: those are mistakes to fix.
+    """
+    if path:
+        return exits.load_bundle(path)
+    try:
+        found = trained_bundle_path(results_dir)
+    except CheckpointError as err:
+        print(f"no trained edCNN on file: {err}")
+        return None
+    return exits.load_bundle(found)
