@@ -72,7 +72,10 @@ def check_11_edcnn(out: Path) -> None:
     from course_utils.widgets import ThresholdPanel, format_stats
 
     table = pd.read_csv(out / "edcnn.csv")
-    assert list(table.columns) == edcnn.TABLE_COLUMNS + ["scale", "seed", "policy"]
+    assert list(table.columns) == edcnn.TABLE_COLUMNS + ["reference", "chosen_on", "val_acc_full", "val_acc_edcnn",
+                                                         "val_predicted_time_reduction_pct", "scale", "seed", "policy"]
+    assert set(table["reference"]) == {"original backbone", "own final exit"} and set(table["chosen_on"]) == {"val"}
+    assert (table.loc[table["mode"] == "frozen", "reference"] == "original backbone").all()  # never another network
     assert set(table["batch_size"]) >= {1, 256} and set(table["mode"]) == {"frozen", "joint"}
     assert set(table["policy"]) == {"max_softmax", "entropy"}
     assert table["dataset"].str.contains("CIFAR-10 \\(JPEG-decoded copy\\)|digits").all()
@@ -80,6 +83,7 @@ def check_11_edcnn(out: Path) -> None:
         (100 * (1 - table["ms_per_image_edcnn"] / table["ms_per_image_full"])).round(6))
     metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width" in metrics["scale"]
+    assert metrics["headline_chosen_on"] == "val" and "headline_time_reduction_pct" in metrics
     panel = ThresholdPanel.load(out / "panel.pt")  # the notebook's panel, rebuilt from its published scores
     assert panel.latency is not None and "validation split" in panel.header.value
     ms = panel.latency.ms_per_image(panel.sweep().reach_fraction, 1)

@@ -391,3 +391,37 @@ def test_module_times_hooks_every_named_module_and_leaves_no_hook():
     assert len(skipped["0"]) == 2 and skipped["2"] == []
     with pytest.raises(ValueError, match="give an input batch"):
         layer_times.module_times(model)
+
+
+def test_comparison_rows_name_their_reference_and_the_headline_is_chosen_on_val_only():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from course_utils.edcnn import LatencyModel, Reference, comparison_table, headline_row
+
+    latency = LatencyModel([0.0, 0.0], [1.0, 1.0])  # ms per image: stage 1 and stage 2 cost the same
+    cal = {("frozen", "max_softmax"): (SimpleNamespace(val=SimpleNamespace(reach_fraction=[1.0, 0.5], accuracy=0.90)),
+                                       SimpleNamespace(accuracy=0.80, mean_macs=60)),
+           ("joint", "max_softmax"): (SimpleNamespace(val=SimpleNamespace(reach_fraction=[1.0, 0.2], accuracy=0.95)),
+                                      SimpleNamespace(accuracy=0.95, mean_macs=40))}
+    timings = pd.DataFrame([{"name": n, "batch_size": b, "ms_per_image": ms} for b in (1, 256) for n, ms in
+                            (("full", 2.0), ("joint (own final exit)", 2.0), ("frozen/max_softmax", 1.5),
+                             ("joint/max_softmax", 1.0))])
+    original = Reference("original backbone", "full", 0.91, 0.92)
+    refs = {"frozen": [original], "joint": [Reference("own final exit", "joint (own final exit)", 0.96, 0.97),
+                                            original]}
+    table = comparison_table(cal, timings, refs, latency, {"frozen": 100, "joint": 100},
+                             context={"dataset": "d", "backbone": "b", "device": "cpu", "scale": "s", "seed": 0})
+    assert len(table) == 6 and (table["chosen_on"] == "val").all()
+    frozen = table[table["mode"] == "frozen"].iloc[0]
+    assert frozen["reference"] == "original backbone" and frozen["time_reduction_pct"] == pytest.approx(25.0)
+    assert frozen["val_predicted_time_reduction_pct"] == pytest.approx(100 * (1 - 1.5 / 2.0))
+    own = table[(table["mode"] == "joint") & (table["reference"] == "own final exit")].iloc[0]
+    assert own["acc_full"] == 0.97 and own["val_acc_full"] == 0.96
+    # on val the frozen row falls 1 point short of the original and the joint row holds: the joint row is chosen,
+    # although on test the frozen row loses 12 points and would be excluded anyway: test never decides
+    pick = headline_row(table, acc_drop=0.003)
+    assert pick["mode"] == "joint" and pick["reference"] == "original backbone"
+    table.loc[table["mode"] == "joint", "val_acc_edcnn"] = 0.5
+    assert headline_row(table, acc_drop=0.003) is None

@@ -36,7 +36,8 @@ from .anytime import AnytimeResult, anytime
 from .budget import BudgetChoice, BudgetController, BudgetRun, BudgetWarning
 from .elastic import DEFAULT_TAPS, ElasticNet, attach_exits
 from .heads import HEADS, make_head
-from .reporting import TABLE_COLUMNS, exit_distribution, macs_vs_time_findings
+from .reporting import (TABLE_COLUMNS, Reference, comparison_table, exit_distribution, headline_row,
+                        macs_vs_time_findings)
 from .timing import Contender, LatencyModel, benchmark, measure_batches, measure_latency_model, time_breakdown
 from .trained import BUNDLE_NAME, find_trained, load_trained, make_bundle, trained_bundle_path
 from .training import MODES, WEIGHT_SCHEDULES, ExitLoss, exit_weights, train_branches, train_joint
@@ -44,7 +45,8 @@ from .trunk import GlobalPoolClassifier, Trunk, check_trunk, split_backbone, tap
 
 __all__ = [
     "AnytimeResult", "anytime", "BudgetChoice", "BudgetController", "BudgetRun", "BudgetWarning",
-    "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TABLE_COLUMNS", "exit_distribution",
+    "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TABLE_COLUMNS", "Reference",
+    "comparison_table", "headline_row", "exit_distribution",
     "macs_vs_time_findings",
     "Contender", "LatencyModel", "benchmark", "measure_batches", "measure_latency_model", "time_breakdown",
     "BUNDLE_NAME", "find_trained", "load_trained", "make_bundle", "trained_bundle_path",

@@ -1,6 +1,7 @@
 """Reporting: which classes leave where, the columns of the paper's table, and what the MACs-vs-time figure says."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
@@ -56,3 +57,59 @@ def macs_vs_time_findings(exit_macs_fraction: Sequence[float], exit_ms: Mapping[
                      + ", ".join(f"{name} {macs:.0%} / {time:.0%}" for name, macs, time in saved)
                      + f" ({behind} of {len(saved)} save less time than MACs).")
     return lines
+
+
+@dataclass
+class Reference:
+    """The network a row is compared with: its name, the ``Contender`` timing it, its val and test accuracy."""
+
+    name: str  # "original backbone" or "own final exit"
+    timing: str  # the Contender's name in the timings table
+    val_accuracy: float
+    test_accuracy: float
+
+
+def comparison_table(calibrations: Mapping, timings: "pd.DataFrame", references: Mapping[str, Sequence[Reference]],
+                     latency, full_macs: Mapping[str, int], *, context: Mapping[str, object]) -> "pd.DataFrame":
+    """One row per (mode, policy, batch size, reference): the elastic model against the network it comes from.
+
+    calibrations: (mode, policy) -> (``exits.Calibration`` on val, ``SweepResult`` on test).
+    timings: ``benchmark`` rows (name, batch_size, ms_per_image), the references' and every ``mode/policy``'s.
+    references: mode -> the networks that mode is compared with (frozen: the original backbone; joint: its own
+        final exit, and the original). latency: the ``LatencyModel`` that predicts each row's time from its *val*
+        exit fractions, so that the headline row can be chosen on val (``headline_row``).
+    full_macs: mode -> MACs per image of that mode's network without early exits.
+    context: dataset, backbone, device, scale, seed (the same on every row).
+    """
+    import pandas as pd
+
+    rows = []
+    for (mode, policy), (cal, test) in calibrations.items():
+        for bs in (1, 256):
+            t = timings[timings["batch_size"] == bs].set_index("name")
+            ms = t.loc[f"{mode}/{policy}", "ms_per_image"]
+            predicted = latency.ms_per_image(cal.val.reach_fraction, bs)
+            for ref in references[mode]:
+                ref_ms = t.loc[ref.timing, "ms_per_image"]
+                rows.append({"dataset": context["dataset"], "backbone": context["backbone"], "mode": mode,
+                             "device": context["device"], "batch_size": bs, "ms_per_image_full": ref_ms,
+                             "ms_per_image_edcnn": ms, "time_reduction_pct": 100 * (1 - ms / ref_ms),
+                             "macs_full": full_macs[mode],
+                             "macs_edcnn": test.mean_macs, "acc_full": ref.test_accuracy, "acc_edcnn": test.accuracy,
+                             "reference": ref.name, "chosen_on": "val", "val_acc_full": ref.val_accuracy,
+                             "val_acc_edcnn": cal.val.accuracy,
+                             "val_predicted_time_reduction_pct": 100 * (1 - predicted / ref_ms),
+                             "scale": context["scale"], "seed": context["seed"], "policy": policy})
+    return pd.DataFrame(rows)
+
+
+def headline_row(table: "pd.DataFrame", *, acc_drop: float = 0.003, reference: str = "original backbone"):
+    """The row to headline, chosen on val only: among rows against ``reference`` whose val accuracy is within
+    ``acc_drop`` of the reference's val accuracy, the largest time reduction *predicted from val*; None if none.
+
+    Its test columns are then reported once; a row picked by its test accuracy would be a defect.
+    """
+    held = table[(table["reference"] == reference) & (table["val_acc_edcnn"] >= table["val_acc_full"] - acc_drop)]
+    if held.empty:
+        return None
+    return held.loc[held["val_predicted_time_reduction_pct"].idxmax()]
