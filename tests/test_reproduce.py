@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -60,9 +61,11 @@ def test_seeds_aggregate_and_completed_runs_are_skipped(toy):
     table = pd.read_csv(results / "toy.csv")
     assert len(table) == 1 and table["seeds"][0] == 3
     assert table["accuracy"][0] == pytest.approx(0.6) and table["accuracy_std"][0] == pytest.approx(0.1)
-    assert "0.6000 ± 0.1000" in (results / "toy.md").read_text()
+    half = 4.30265273 * 0.1 / 3 ** 0.5  # Student's t(0.975, 2 degrees of freedom) * std / sqrt(3)
+    assert table["accuracy_ci95"][0] == pytest.approx(half, rel=1e-6) and table["tier"][0] == "quick"
+    assert "0.6000 ± 0.2484" in (results / "toy.md").read_text()
     readme = (results / "README.md").read_text()
-    assert "## Toy" in readme and "**Paper's claim:** none" in readme and "accuracy 0.6000 ± 0.1000" in readme
+    assert "## Toy" in readme and "**Paper's claim:** none" in readme and "accuracy 0.6000 ± 0.2484" in readme
     lines = []
     again = reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lines.append)
     assert again == [] and "3 already complete, 0 to run" in lines[0]
@@ -143,23 +146,25 @@ def test_aggregate_keeps_integer_and_text_columns_as_keys():
     out = results_page.aggregate(frame)
     assert out[["dataset", "batch_size", "seeds"]].values.tolist() == [["a", 1, 2], ["b", 256, 1]]
     assert out["ms"].tolist() == [2.0, 5.0] and out["ms_std"].iloc[0] == pytest.approx(2 ** 0.5)
+    assert out["ms_ci95"].iloc[0] == pytest.approx(12.7062047, rel=1e-6)  # t(0.975, 1) * sqrt(2) / sqrt(2)
+    assert np.isnan(out["ms_ci95"].iloc[1])  # one seed: no interval
 
 
 def test_headlines_are_per_dataset_and_average_seeds_within_one():
     spec = {"headline": "{speedup}x", "dataset_param": "DATASET"}
     runs = [(Path("a"), {"parameters": {"DATASET": d, "SEED": s}, "metrics": {"speedup": v}})
             for d, s, v in [("mnist", 0, 20.0), ("mnist", 1, 30.0), ("cifar10", 0, 3.0)]]
-    assert results_page.headlines(spec, runs) == ["- **cifar10:** 3.00x", "- **mnist:** 25.00 ± 7.07x"]
-    assert results_page.headlines(spec, runs[:2]) == ["25.00 ± 7.07x"]
+    assert results_page.headlines(spec, runs) == ["- **cifar10:** 3.00x", "- **mnist:** 25.00 ± 63.53x"]
+    assert results_page.headlines(spec, runs[:2]) == ["25.00 ± 63.53x"]
 
 
 def test_headline_fills_a_text_verdict_as_it_is_and_shows_disagreeing_runs():
     spec = {"headline": "gap {gap}. {verdict}"}
     runs = [(Path("a"), {"parameters": {"SEED": s}, "metrics": {"gap": g, "verdict": v, "shown": True}})
             for s, g, v in [(0, 0.5, "Reproduced."), (1, 1.5, "Reproduced.")]]
-    assert results_page.headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced."]
+    assert results_page.headlines(spec, runs) == ["gap 1.00 ± 6.35. Reproduced."]
     runs[1][1]["metrics"]["verdict"] = "Not shown."
-    assert results_page.headlines(spec, runs) == ["gap 1.00 ± 0.71. Reproduced. / Not shown."]
+    assert results_page.headlines(spec, runs) == ["gap 1.00 ± 6.35. Reproduced. / Not shown."]
     assert results_page.headline("{shown}", [{"shown": True}]) == "n/a"  # a flag is no number to average
     assert results_page.headline("{side}x{side}", [{"side": 224}, {"side": 224}]) == "224x224"
 
