@@ -24,8 +24,9 @@ reproduce-paper: setup
 
 ## The live threshold panel as a standalone page (Voila, no code cells), over the trained edCNN's saved logits.
 ## PANEL_BUNDLE=path/to/edcnn_logits.npz shows another bundle; the page says what to run when there is none.
+## It runs in pages/, whose voila.json loads only the widget extensions.
 panel: setup
-	COURSE_EDCNN_BUNDLE=$(PANEL_BUNDLE) $(VENV)/bin/voila pages/edcnn_panel.ipynb --port=8866
+	cd pages && COURSE_EDCNN_BUNDLE=$(abspath $(PANEL_BUNDLE)) $(abspath $(VENV))/bin/voila edcnn_panel.ipynb --port=8866
 
 ## The whole test suite: unit tests, every notebook in smoke mode, nbval, DDP, and the browser tests.
 test: setup

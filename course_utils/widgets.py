@@ -172,8 +172,10 @@ class ThresholdPanel:
                              (self.examples, "examples")):
             widget.add_class(f"edcnn-panel-{name}")
         front = exits.frontier(self.scores, self.costs, self.policy_name)
+        first = panel_view(exits.sweep(self.scores, self.costs, exits.make_policy(self.policy_name, start)),
+                           self.scores.labels, self._order)
         self.chart = panel_chart.build_chart(front["mean_macs"].tolist(), front["accuracy"].tolist(), self.costs.full,
-                                             self.scores.exit_accuracy()[-1], self.scores.num_exits, self.split)
+                                             self.scores.exit_accuracy()[-1], self.scores.num_exits, self.split, first)
         self.widget = w.VBox([self.header, *self.sliders, w.HBox([self.unit, self.batch]), self.budget,
                               self.budget_text, self.stats, self.chart, self.examples])
         self.widget.add_class("edcnn-panel")

@@ -55,13 +55,13 @@ def _jupyter_env(tmp: Path, env_extra: dict[str, str] | None) -> dict[str, str]:
 
 
 @contextmanager
-def _server(cmd: list[str], env: dict[str, str], log: Path, url: str, ready_path: str, name: str
-            ) -> Iterator[LabServer]:
+def _server(cmd: list[str], env: dict[str, str], log: Path, url: str, ready_path: str, name: str,
+            cwd: Path | None = None) -> Iterator[LabServer]:
     """Start ``cmd``, wait until ``url + ready_path`` answers 200, yield, then stop its process group."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI machines run as root
         cmd = cmd + ["--allow-root"] if name == "jupyter lab" else cmd
     with open(log, "w") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
     try:
         deadline = time.time() + 90
         while True:
@@ -102,10 +102,11 @@ def lab_server(tmp: Path, env_extra: dict[str, str] | None = None, root: Path = 
 
 @contextmanager
 def voila_server(tmp: Path, notebook: Path, env_extra: dict[str, str] | None = None) -> Iterator[LabServer]:
-    """``voila notebook`` (what ``make panel`` runs) on a free port; yields once its page answers."""
+    """``voila notebook`` (what ``make panel`` runs) on a free port, in the notebook's folder so that its
+    ``voila.json`` applies (only the widget extensions load); yields once its page answers."""
     port = free_port()
     env = _jupyter_env(tmp, env_extra)
     cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
            "--Voila.port_retries=0"]
-    with _server(cmd, env, tmp / "voila.log", f"http://127.0.0.1:{port}", "/", "voila") as s:
+    with _server(cmd, env, tmp / "voila.log", f"http://127.0.0.1:{port}", "/", "voila", cwd=notebook.parent) as s:
         yield s
