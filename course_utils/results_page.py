@@ -131,7 +131,11 @@ def build_results_readme(config: dict, results_dir: Path) -> Path:
         notes = sorted({n for _, r in runs for n in r.get("notes", [])})
         lines += [f"> {n}" for n in notes] + ([""] if notes else [])
         if spec.get("headline"):
-            lines += headlines(spec, runs) + [""]
+            said = headlines(spec, runs)
+            lines += said + [""]
+            if any("n/a" in line for line in said):  # a figure the notebook publishes now, which older runs lack
+                lines += [f"> n/a: these runs predate that figure; `python -m course_utils reproduce {name} --tier "
+                          f"{runs[0][1].get('tier', 'quick')} --force` fills it in.", ""]
         if table_md.exists():
             lines += [table_md.read_text().rstrip(), ""]
         for folder, _ in runs:  # every run's figures: an MNIST plot says nothing about CIFAR-10

@@ -250,3 +250,15 @@ def test_publish_counts_and_prints_a_figure_that_does_not_read(tmp_path, capsys)
     results.publish(tmp_path / "clean", metrics={"x": 1}, figures={"clean": clean}, device="cpu")
     assert json.loads((tmp_path / "clean" / "metrics.json").read_text())["figure_problems"] == 0
     plt.close("all")
+
+
+def test_a_headline_figure_older_runs_lack_says_how_to_fill_it(tmp_path):
+    folder = tmp_path / "runs" / "toy" / "seed=0-abc"
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text(json.dumps({"status": "ok", "tier": "quick", "device": "cpu",
+                                                    "parameters": {"SEED": 0}, "metrics": {"old": 1.0}}))
+    config = {"experiments": {"toy": {"title": "Toy", "notebook": "n.ipynb", "table": "toy",
+                                      "headline": "old {old}, new {new}"}}}
+    readme = results_page.build_results_readme(config, tmp_path).read_text()
+    assert "old 1.00, new n/a" in readme
+    assert "> n/a: these runs predate that figure; `python -m course_utils reproduce toy --tier quick --force`" in readme
