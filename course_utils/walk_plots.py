@@ -234,7 +234,6 @@ def latency_vs_macs(latency: pd.DataFrame, *, title: str, scale: str = "", refer
     for r in latency.itertuples():
         ax.errorbar(r.macs / 1e6, r.latency_ms, yerr=[[r.latency_ms - r.p10_ms], [r.p90_ms - r.latency_ms]],
                     fmt="o", color=families[r.family], markersize=6, capsize=2)
-        ax.annotate(r.model, (r.macs / 1e6, r.latency_ms), xytext=(5, 2), textcoords="offset points", fontsize=7.5)
     ref = latency.loc[latency["model"] == reference] if (latency["model"] == reference).any() else latency.iloc[:1]
     rate = float(ref["GMACs_per_s"].iloc[0])
     xs = np.geomspace(latency["macs"].min() / 1e6 / 1.5, latency["macs"].max() / 1e6 * 1.5, 50)
@@ -243,9 +242,13 @@ def latency_vs_macs(latency: pd.DataFrame, *, title: str, scale: str = "", refer
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(xlabel="MACs (M, our counter, log)", ylabel="latency (ms, median, log)")
-    ax.legend(fontsize=8, loc="upper left")
+    legend = ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, which="both")
-    return finish(fig, title, scale, latency["device"].iloc[0])
+    ax.margins(x=0.2, y=0.15)  # room for the labels of the outermost points
+    finish(fig, title, scale, latency["device"].iloc[0])
+    # networks of similar cost crowd together (ShuffleNets, MobileNets at 0.5): labels placed so none overprints
+    place_labels(ax, latency["macs"] / 1e6, latency["latency_ms"], list(latency["model"]), fontsize=7, avoid=[legend])
+    return fig
 
 
 def time_vs_mac_shares(breakdowns: Mapping[str, pd.DataFrame], *, title: str, scale: str = "",
@@ -256,7 +259,10 @@ def time_vs_mac_shares(breakdowns: Mapping[str, pd.DataFrame], *, title: str, sc
     """
     kinds = sorted({k for t in breakdowns.values() for k in t.index})
     colour = {k: plt.cm.tab20(i % 20) for i, k in enumerate(kinds)}
-    fig, axes = plt.subplots(len(breakdowns), 1, figsize=(9, 1.6 * len(breakdowns) + 1.4), squeeze=False)
+    legend_rows = -(-len(kinds) // 3)
+    height = 1.6 * len(breakdowns) + 1.4 + 0.25 * legend_rows
+    fig, axes = plt.subplots(len(breakdowns), 1, figsize=(9, height), squeeze=False)
+    labels = []
     for ax, (name, table) in zip(axes[:, 0], breakdowns.items()):
         for row, column in ((1, "MAC share"), (0, "time share")):
             left = 0.0
@@ -265,15 +271,22 @@ def time_vs_mac_shares(breakdowns: Mapping[str, pd.DataFrame], *, title: str, sc
                 if value > 0:
                     ax.barh(row, value, left=left, color=colour[kind], edgecolor="white")
                     if value > 0.06:
-                        ax.text(left + value / 2, row, kind.replace(" conv", ""), ha="center", va="center", fontsize=7)
+                        labels.append((ax, value, ax.text(left + value / 2, row, kind.replace(" conv", ""),
+                                                          ha="center", va="center", fontsize=7)))
                     left += value
         ax.set_yticks([0, 1], ["time", "MACs"])
         ax.set_xlim(0, 1)
         ax.set_title(name, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("share of the forward pass")
+    bottom = (0.1 + 0.17 * legend_rows) / height  # the legend's own strip, inside the figure
     fig.legend([plt.Rectangle((0, 0), 1, 1, color=colour[k]) for k in kinds], kinds,
-               loc="lower center", ncol=4, fontsize=7, bbox_to_anchor=(0.5, -0.02))
-    return finish(fig, title, scale, device, rect=(0, 0.08, 1, 1))
+               loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, 0.005))
+    finish(fig, title, scale, device, rect=(0, bottom, 1, 1))
+    renderer = fig.canvas.get_renderer()
+    for ax, value, text in labels:  # a name wider than its segment would run into the next one: the legend has it
+        if text.get_window_extent(renderer).width > value * ax.get_window_extent(renderer).width - 4:
+            text.remove()
+    return fig
 
 
 def accuracy_vs_cost(trained: pd.DataFrame, *, title: str, scale: str = "", device: Device = None,

@@ -221,3 +221,24 @@ def test_accuracy_vs_cost_keeps_tick_labels_apart_over_a_narrow_or_a_wide_range(
     labels = [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()]
     assert labels and not any("times" in t for t in labels)  # plain numbers, no 1.12x10^1
     plt.close(fig)
+
+
+def test_latency_vs_macs_places_crowded_labels_and_the_breakdown_keeps_names_and_legend_clear():
+    from course_utils import walk_plots
+
+    crowd = [("shufflenet_v1_g1", 140), ("shufflenet_v1_g3", 138), ("shufflenet_v1_g8", 141), ("mobilenet_v1@0.5", 149),
+             ("shufflenet_v2_x1_0", 146), ("resnet18", 1820)]
+    latency = pd.DataFrame([{"model": m, "family": m.split("_")[0], "macs": macs * 1e6, "latency_ms": 20 + i,
+                             "p10_ms": 19 + i, "p90_ms": 22 + i, "GMACs_per_s": macs / (20 + i), "device": "cpu"}
+                            for i, (m, macs) in enumerate(crowd)])
+    fig = walk_plots.latency_vs_macs(latency, title="Measured latency against counted MACs", scale="224x224")
+    assert overlapping_text(fig) == []
+    assert {t.get_text() for t in fig.axes[0].texts} - {""} == {m for m, _ in crowd}  # every network still named
+    kinds = ["1x1 conv", "pooling", "outside layers (add, concat, shuffle, Python)", "batchnorm", "depthwise conv",
+             "activation", "linear", "other", "3x3 conv", "7x7 conv"]
+    shares = pd.DataFrame({"MAC share": [0.5, 0.0, 0.0, 0.0, 0.3, 0.0, 0.1, 0.0, 0.1, 0.0],
+                           "time share": [0.3, 0.07, 0.08, 0.15, 0.2, 0.05, 0.05, 0.0, 0.1, 0.0]}, index=kinds)
+    fig = walk_plots.time_vs_mac_shares({"a": shares, "b": shares}, title="Where the time goes", scale="224x224",
+                                        device="cpu")
+    assert overlapping_text(fig) == []  # no segment name runs into the next, and the legend is inside the figure
+    plt.close("all")
