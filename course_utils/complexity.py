@@ -3,6 +3,7 @@
     p = profile(model, (1, 3, 224, 224))   # p.params, p.macs, p.layers (a DataFrame), p.activation_bytes
     print(p)                                # ResNet at (1, 3, 224, 224): 11.69 M params, 1.81 G MACs, ...
     lat = measure_latency(model, (1, 3, 224, 224), runs=30)
+    lats = measure_latencies({"a": net_a, "b": net_b}, (1, 3, 224, 224))  # interleaved: a fair comparison
 
 What the counter counts
 -----------------------
@@ -43,9 +44,9 @@ only), so a large model costs nothing to profile: build it with ``with torch.dev
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -436,7 +437,51 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] | torch.Size, *,
         times = [elapsed_ms(lambda: model(x), dev) for _ in range(runs)]
         used_threads = torch.get_num_threads()
         hardware = device_name(dev)
+    return _summarise(times, shape[0], hardware, used_threads)
+
+
+def _summarise(times: Sequence[float], batch_size: int, hardware: str, threads: int) -> Latency:
     p10, median, p90 = np.percentile(times, [10, 50, 90])
     return Latency(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90), mean_ms=float(np.mean(times)),
-                   runs=runs, batch_size=shape[0], device=hardware, threads=used_threads,
+                   runs=len(times), batch_size=batch_size, device=hardware, threads=threads,
                    samples_ms=tuple(times))
+
+
+def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int] | torch.Size, *,
+                      device: str | torch.device | None = None, warmup: int = 5, runs: int = 30,
+                      threads: int | None = None) -> dict[str, Latency]:
+    """Time several models on the same random batch, interleaved: ``{name: Latency}``.
+
+    Timing models one after the other lets whatever drifts during the measurement (the allocator
+    warming up, the clock, another process) land on one model only; the first model measured is often
+    the slowest for no reason of its own. Here every model is warmed up first, then each of the ``runs``
+    rounds times every model once, starting one model further along each round, so drift is shared.
+    Same conventions as ``measure_latency``: eval mode, inference mode, synchronised timings, the
+    models' own dtype and memory format, ``threads`` for the measurement only.
+    """
+    shape = _as_shape(input_size)
+    if not models:
+        raise CourseError("measure_latencies needs at least one model: pass {name: model}.")
+    if runs < 1 or warmup < 0 or (threads is not None and threads < 1):
+        raise CourseError(f"need runs >= 1, warmup >= 0 and threads >= 1 (or None); got runs={runs}, "
+                          f"warmup={warmup}, threads={threads}.")
+    names = list(models)
+    with ExitStack() as stack:
+        devs = [stack.enter_context(_on_device(models[n], device)) for n in names]
+        for n in names:
+            stack.enter_context(_eval_mode(models[n]))
+        stack.enter_context(num_threads(threads))
+        stack.enter_context(torch.inference_mode())
+        inputs = [torch.randn(shape, device=d, dtype=_model_device_dtype(models[n])[1]) for n, d in zip(names, devs)]
+        for _ in range(max(warmup, 1)):
+            for n, x in zip(names, inputs):
+                _forward(models[n], x, shape)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(runs):
+            for k in range(len(names)):
+                i = (r + k) % len(names)  # rotate the starting model: none always follows the same one
+                model, x = models[names[i]], inputs[i]
+                times[names[i]].append(elapsed_ms(lambda: model(x), devs[i]))
+        used_threads = torch.get_num_threads()
+        hardware = device_name(devs[0])
+    return {n: _summarise(times[n], shape[0], hardware, used_threads) for n in names}

@@ -10,7 +10,7 @@ import torchvision
 from torchvision.models import get_model, get_model_weights
 
 from course_utils.complexity import (
-    conv_macs, conv_params, format_count, measure_latency, profile, separable_conv_macs,
+    conv_macs, conv_params, format_count, measure_latencies, measure_latency, profile, separable_conv_macs,
 )
 from course_utils.errors import CourseError
 
@@ -238,6 +238,38 @@ def test_measure_latency_is_sane_and_restores_threads_and_mode():
 def test_measure_latency_rejects_bad_run_counts():
     with pytest.raises(CourseError, match="runs >= 1"):
         measure_latency(small_net(), (1, 3, 8, 8), runs=0)
+
+
+class _Recorder(nn.Module):
+    """Appends its name to a shared log on every forward: shows the order models were timed in."""
+
+    def __init__(self, name: str, log: list) -> None:
+        super().__init__()
+        self.name, self.log, self.conv = name, log, nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.name)
+        return self.conv(x)
+
+
+def test_measure_latencies_interleaves_and_rotates_the_order():
+    log: list[str] = []
+    models = {n: _Recorder(n, log).train() for n in "abc"}
+    threads_before = torch.get_num_threads()
+    lats = measure_latencies(models, (2, 3, 4, 4), warmup=1, runs=3, threads=1)
+    # warm-up a b c, then round 0 starts at a, round 1 at b, round 2 at c
+    assert "".join(log) == "abc" + "abc" + "bca" + "cab"
+    assert set(lats) == {"a", "b", "c"}
+    assert all(l.runs == 3 and len(l.samples_ms) == 3 and l.batch_size == 2 and l.threads == 1 for l in lats.values())
+    assert all(0 < l.p10_ms <= l.median_ms <= l.p90_ms for l in lats.values())
+    assert all(m.training for m in models.values()) and torch.get_num_threads() == threads_before
+
+
+def test_measure_latencies_rejects_no_models_and_bad_counts():
+    with pytest.raises(CourseError, match="at least one model"):
+        measure_latencies({}, (1, 3, 8, 8))
+    with pytest.raises(CourseError, match="runs >= 1"):
+        measure_latencies({"a": small_net()}, (1, 3, 8, 8), runs=0)
 
 
 # ----------------------------------------------------------------------------- user errors
