@@ -125,7 +125,9 @@ def _setting(spec: dict, name: str, tier: str, seeds: int | None) -> dict:
             raise CourseError("--seeds must be at least 1")
         if "SEED" in grid:
             grid["SEED"] = list(grid["SEED"])[:seeds]
-    return {"grid": grid, "params": setting.get("params") or {}}
+    # a tier's env adds to (and overrides) the experiment's: a trained tier may want every core
+    env = {**(spec.get("env") or {}), **(setting.get("env") or {})}
+    return {"grid": grid, "params": setting.get("params") or {}, "env": env}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -142,12 +144,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def plan(config: dict, names: list[str], *, quick: bool | None = None, results_dir: Path,
-         tier: str | None = None, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[Run]:
+         tier: str | None = None, seeds: int | None = None, overrides: dict[str, Any] | None = None,
+         only: dict[str, Any] | None = None) -> list[Run]:
     """Every run of the named experiments: the product of each grid, with fixed parameters added.
 
     tier: ``"quick"``, ``"standard"`` or ``"paper"`` (``quick=True`` is the old spelling of ``"quick"``).
     seeds: keep only the first N seeds of each grid (e.g. 1 for a GPU check).
     overrides: parameters set on every run, over the tier's (``--set EPOCHS=5``); they name the run folder.
+    only: keep only the runs whose parameters have these values (``--only DATASET=mnist``): a slice of a grid,
+        in the same run folders as the whole grid.
     A run whose dataset is not on this machine (and cannot be downloaded) falls back to the
     embedded ``digits`` set, and its record says so.
     """
@@ -166,8 +171,14 @@ def plan(config: dict, names: list[str], *, quick: bool | None = None, results_d
                 notes.append(f"{params[dataset_key]} not found on this machine: ran on the embedded digits set")
                 params[dataset_key] = "digits"
             folder = results_dir / "runs" / name / _run_folder_name(params, keys + sorted(set(overrides or {}) - set(keys)))
-            env = {k: str(v) for k, v in (spec.get("env") or {}).items()}
+            if any(params.get(k) != v for k, v in (only or {}).items()):
+                continue
+            env = {k: str(v) for k, v in setting["env"].items()}
             runs.append(Run(name, REPO / spec["notebook"], params, folder, notes, env, scale))
+    if only and not runs:
+        raise CourseError(f"--only {' '.join(f'{k}={v}' for k, v in only.items())} matches none of the planned runs "
+                          f"of {', '.join(names)}: check the name and value against `--list` without --only (a dataset "
+                          f"not found on this machine is planned as digits: set COURSE_DATA_DIR).")
     # the same parameters twice (e.g. two datasets that both fell back to digits) run once
     unique = {}
     for r in runs:
@@ -258,11 +269,12 @@ def _execute_quietly(run: Run, smoke: bool) -> dict:
 
 def run_batch(names: list[str], *, quick: bool = True, jobs: int = 1, results_dir: Path = DEFAULT_RESULTS,
               force: bool = False, smoke: bool = False, config: dict | None = None, log=print,
-              tier: str | None = None, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[dict]:
+              tier: str | None = None, seeds: int | None = None, overrides: dict[str, Any] | None = None,
+              only: dict[str, Any] | None = None) -> list[dict]:
     """Plan, skip what is complete, run the rest (``jobs`` at a time), then rebuild every table."""
     config = config or load_config()
     tier = resolve_tier(quick, tier)
-    runs = plan(config, names, tier=tier, seeds=seeds, overrides=overrides, results_dir=results_dir)
+    runs = plan(config, names, tier=tier, seeds=seeds, overrides=overrides, results_dir=results_dir, only=only)
     todo = [r for r in runs if force or not is_complete(r)]
     log(f"{len(runs)} runs planned, {len(runs) - len(todo)} already complete, {len(todo)} to run "
         f"(the {tier} tier's grids from {CONFIG_PATH.name}).")
@@ -313,6 +325,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="run only the first N seeds of each grid")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="set a notebook parameter on every run (repeatable), e.g. --set EPOCHS=5")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME=VALUE",
+                        help="run only the grid's runs with this parameter value (repeatable), e.g. --only DATASET=mnist")
     parser.add_argument("--jobs", type=int, default=1, help="independent runs in parallel processes")
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="output folder (default: results/)")
     parser.add_argument("--force", action="store_true", help="re-run runs that are already complete")
@@ -324,13 +338,13 @@ def main(argv: list[str]) -> int:
     results_dir = Path(args.results).resolve()
     if args.list:
         for run in plan(config, args.experiments, quick=args.quick, tier=args.tier, seeds=args.seeds,
-                        overrides=parse_overrides(args.set), results_dir=results_dir):
+                        overrides=parse_overrides(args.set), results_dir=results_dir, only=parse_overrides(args.only)):
             done = "done" if is_complete(run) else "todo"
             print(f"{done}  {run.experiment}/{run.name}  {run.parameters}")
         return 0
     records = run_batch(args.experiments, quick=args.quick, jobs=args.jobs, results_dir=results_dir,
                         force=args.force, smoke=args.smoke, config=config, tier=args.tier, seeds=args.seeds,
-                        overrides=parse_overrides(args.set))
+                        overrides=parse_overrides(args.set), only=parse_overrides(args.only))
     return 1 if any(r["status"] != "ok" for r in records) else 0
 
 

@@ -160,6 +160,9 @@ TIER_LABELS = {
 }
 
 
+TIERS_ORDER = ("quick", "standard", "paper")  # headlines list the most trained tier first
+
+
 def tier_label(tier: str, spec: dict | None = None) -> str:
     """How the results page names a tier: the experiment's own ``label`` for it, else the common one."""
     own = ((spec or {}).get(tier) or {}).get("label")
@@ -167,14 +170,18 @@ def tier_label(tier: str, spec: dict | None = None) -> str:
 
 
 def headlines(spec: dict, runs: list[tuple[Path, dict]]) -> list[str]:
-    """One headline per dataset: a mean over MNIST and CIFAR-10 runs would describe neither."""
+    """One headline per tier and dataset: a mean over MNIST and CIFAR-10 runs would describe neither, and a
+    quick demonstration is never averaged with a trained run."""
     key = spec.get("dataset_param")
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for _, record in runs:
-        groups.setdefault(str(record["parameters"].get(key, "")) if key else "", []).append(record["metrics"])
+        dataset = str(record["parameters"].get(key, "")) if key else ""
+        groups.setdefault((record.get("tier", "quick"), dataset), []).append(record["metrics"])
     if len(groups) == 1:
         return [headline(spec["headline"], next(iter(groups.values())))]
-    return [f"- **{name}:** {headline(spec['headline'], metrics)}" for name, metrics in sorted(groups.items())]
+    order = sorted(groups, key=lambda g: (-TIERS_ORDER.index(g[0]) if g[0] in TIERS_ORDER else 0, g[1]))
+    return [f"- **{dataset or name}** ({name} tier): {headline(spec['headline'], groups[name, dataset])}"
+            for name, dataset in order]
 
 
 def headline(template: str, metrics: list[dict]) -> str:
@@ -191,10 +198,11 @@ def headline(template: str, metrics: list[dict]) -> str:
         xs = [m[key] for m in metrics if isinstance(m.get(key), (int, float)) and not isinstance(m.get(key), bool)]
         if not xs:
             return "n/a"
+        part = f" ({len(xs)} of {len(metrics)} runs)" if len(xs) < len(metrics) else ""
         if all(isinstance(x, int) for x in xs) and len(set(xs)) == 1:
-            return format_value(xs[0])  # a count or a size, the same in every run: 224, not 224.00
+            return format_value(xs[0]) + part  # a count or a size, the same in every run: 224, not 224.00
         mean = statistics.fmean(xs)
-        return format_value(float(mean), ci95(statistics.stdev(xs), len(xs)) if len(xs) > 1 else None)
+        return format_value(float(mean), ci95(statistics.stdev(xs), len(xs)) if len(xs) > 1 else None) + part
 
     import re
 

@@ -49,9 +49,14 @@ def check_08_nas(out: Path) -> None:
 def check_10_speedycnet(out: Path) -> None:
     table = pd.read_csv(out / "speedycnet.csv")
     assert list(table.columns) == ["dataset", "model", "device", "train_seconds", "test_accuracy", "speedup_vs_vgg16",
-                                   "scale", "seed", "time_to_target_seconds", "protocol"]
+                                   "scale", "seed", "time_to_target_seconds", "protocol", "cpu_seconds",
+                                   "cpu_speedup_vs_vgg16", "epochs", "caps_binding", "width_mult", "train_images",
+                                   "precision"]
     assert set(table["protocol"]) == {"early_stopping", "equal_epochs"}
-    assert {"VGG16", "SpeedyCNet"} <= set(table["model"])
+    assert {"VGG16", "SpeedyCNet", "Learner 1 alone (all data)", "Cascade, random removal (same counts)",
+            "Cascade, removal off", "SpeedyCNet (independent learners)"} <= set(table["model"])
+    assert (table["cpu_seconds"] > 0).all() and set(table["precision"]) <= {"fp32", "fp32+channels_last", "bf16+channels_last"}
+    assert (table["width_mult"] == 0.125).all() and (table["epochs"] >= 1).all()
     assert (table["train_seconds"] > 0).all() and table["device"].str.startswith("cpu").all()
     assert (table[table["model"] == "VGG16"]["speedup_vs_vgg16"] == 1.0).all()
     for protocol, rows in table.groupby("protocol"):  # the speed-up is the measured ratio, within one protocol
@@ -60,6 +65,8 @@ def check_10_speedycnet(out: Path) -> None:
     metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width_mult 0.125" in metrics["scale"]
     assert metrics["seconds_total"] > 0  # the measured run time, printed by the last cell
+    assert metrics["floor"] is None and metrics["floor_note"].startswith("No accuracy floor for")  # digits: no floor
+    assert metrics["removal_speedup_vs_random"] > 0 and metrics["removal_speedup_vs_off"] > 0
     for name in ("speedycnet_plots", "speedycnet_easy_hard"):
         assert (out / f"{name}.png").stat().st_size > 1000
 

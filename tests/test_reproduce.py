@@ -150,12 +150,18 @@ def test_aggregate_keeps_integer_and_text_columns_as_keys():
     assert np.isnan(out["ms_ci95"].iloc[1])  # one seed: no interval
 
 
-def test_headlines_are_per_dataset_and_average_seeds_within_one():
+def test_headlines_are_per_tier_and_dataset_and_average_seeds_within_one():
     spec = {"headline": "{speedup}x", "dataset_param": "DATASET"}
     runs = [(Path("a"), {"parameters": {"DATASET": d, "SEED": s}, "metrics": {"speedup": v}})
             for d, s, v in [("mnist", 0, 20.0), ("mnist", 1, 30.0), ("cifar10", 0, 3.0)]]
-    assert results_page.headlines(spec, runs) == ["- **cifar10:** 3.00x", "- **mnist:** 25.00 ± 63.53x"]
+    assert results_page.headlines(spec, runs) == ["- **cifar10** (quick tier): 3.00x",
+                                                  "- **mnist** (quick tier): 25.00 ± 63.53x"]
     assert results_page.headlines(spec, runs[:2]) == ["25.00 ± 63.53x"]
+    trained = (Path("b"), {"tier": "standard", "parameters": {"DATASET": "mnist", "SEED": 0}, "metrics": {}})
+    assert results_page.headlines(spec, runs[:2] + [trained]) == [
+        "- **mnist** (standard tier): n/ax", "- **mnist** (quick tier): 25.00 ± 63.53x"], "trained first, never mixed"
+    # a figure only some runs publish (an ablation run on one seed) says how many runs it is from
+    assert results_page.headline("{speedup}x", [{"speedup": 2.0}, {}, {}]) == "2.00 (1 of 3 runs)x"
 
 
 def test_headline_fills_a_text_verdict_as_it_is_and_shows_disagreeing_runs():
@@ -219,6 +225,21 @@ def test_tiers_seeds_and_overrides_shape_the_plan(toy):
         "EPOCHS": 5, "TAPS": [1, 2], "NAME": "vgg"}
     with pytest.raises(CourseError, match="--set needs NAME=VALUE"):
         reproduce.parse_overrides(["EPOCHS"])
+
+
+def test_only_slices_a_grid_into_the_same_folders_and_a_tier_adds_its_env(toy):
+    config, results = toy
+    cfg = config({"DATASET": ["digits"], "SEED": [0, 1]})
+    cfg["experiments"]["toy"]["env"] = {"COURSE_THREADS": "1", "A": "x"}
+    cfg["experiments"]["toy"]["standard"] = {"grid": {"DATASET": ["digits"], "SEED": [0, 1, 2]},
+                                              "env": {"COURSE_THREADS": 2}}
+    whole = reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)
+    sliced = reproduce.plan(cfg, ["toy"], tier="standard", only={"SEED": 1}, results_dir=results)
+    assert [r.folder for r in sliced] == [whole[1].folder], "a slice runs in the whole grid's folder"
+    assert sliced[0].env == {"COURSE_THREADS": "2", "A": "x"}, "the tier's env overrides the experiment's"
+    assert reproduce.plan(cfg, ["toy"], quick=True, results_dir=results)[0].env == {"COURSE_THREADS": "1", "A": "x"}
+    with pytest.raises(CourseError, match="--only SEED=7 matches none of the planned runs of toy"):
+        reproduce.plan(cfg, ["toy"], tier="standard", only={"SEED": 7}, results_dir=results)
 
 
 def test_every_committed_run_whose_figures_were_checked_reads_cleanly():

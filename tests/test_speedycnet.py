@@ -140,6 +140,22 @@ def test_removal_mask_is_the_inference_rule():
     assert torch.equal(speedycnet.removal_mask(logits, labels, policy, 0), policy.decide(logits, 0, {}))
 
 
+
+def test_the_removal_ablations_remove_as_many_at_random_or_none():
+    torch.manual_seed(0)
+    logits = torch.randn(200, 10) * 3
+    labels = torch.randint(0, 10, (200,))
+    policy = exits.MaxSoftmax([0.6, None])
+    confident = speedycnet.removal_mask(logits, labels, policy, 0)
+    draw = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    random = speedycnet.removal_mask(logits, labels, policy, 0, "random", draw())
+    assert 0 < int(confident.sum()) < 200 and int(random.sum()) == int(confident.sum())
+    assert not torch.equal(random, confident), "random removal is not the confident set"
+    assert torch.equal(random, speedycnet.removal_mask(logits, labels, policy, 0, "random", draw())), "seeded"
+    assert not speedycnet.removal_mask(logits, labels, policy, 0, "none").any()
+    with pytest.raises(UnknownNameError, match="unknown removal rule 'easy'.*confident, confident_correct, random"):
+        speedycnet.removal_mask(logits, labels, policy, 0, "easy")
+
 # ----------------------------------------------------------------------------- the cascade trainer
 def tiny_config(**overrides) -> speedycnet.CascadeConfig:
     train = TrainConfig(epochs=2, batch_size=64, lr=0.05, progress=False)

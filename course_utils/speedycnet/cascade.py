@@ -111,7 +111,8 @@ class CascadeConfig:
     policy: the exit rule, ``"max_softmax"`` or ``"entropy"`` (``exits``' policies).
     thresholds: fixed thresholds (one shared value or one per early exit; None disables an exit), or
         None to calibrate each learner's threshold on the val split to ``removal_precision``.
-    removal: ``"confident"`` (the inference rule) or ``"confident_correct"``.
+    removal: ``"confident"`` (the inference rule) or ``"confident_correct"``; the ablations ``"random"`` (as
+        many samples, chosen at random) and ``"none"`` (nothing removed). Val always follows the inference rule.
     cache_features: keep the remaining samples' feature maps so frozen stages are not recomputed.
     cache_dtype: dtype of cached features (None: as computed; bf16 halves the memory on a GPU).
     grid: thresholds ``removal_threshold`` tries (None: ``REMOVAL_GRID``).
@@ -404,7 +405,9 @@ def _preclassify_stage(run: _Run, progress: _Progress, k: int, record: StageReco
     logits, kept = _pass(_stage_modules(run, progress, k), run.net.heads[k], source,
                          None if cached else run.normalise, config.chunk_size, keep, config.amp, config.cache_dtype)
     y = run.labels[progress.alive]
-    local = removal_mask(logits, y, exits.make_policy(config.policy, progress.thresholds), k, config.removal)
+    # the random ablation draws from the stage's own seed, so a rerun removes the same samples
+    draw = torch.Generator().manual_seed(1000 * run.config.stage_config(k).seed + k)
+    local = removal_mask(logits, y, exits.make_policy(config.policy, progress.thresholds), k, config.removal, draw)
     mask = _broadcast(local.to(torch.uint8), run.device).bool()
     diff = (mask != local).sum()
     if _distributed():

@@ -11,9 +11,13 @@ from typing import Sequence
 import torch
 
 from .. import exits
+from ..errors import UnknownNameError
 from ..exits import ExitPolicy
 
-REMOVAL_RULES = ("confident", "confident_correct")
+# "random" and "none" are the ablations that attribute a speed-up to removal: "random" removes as many samples
+# as "confident" would, chosen at random (less data, but not the easy data); "none" removes nothing (every
+# learner trains on all the data), so what the cascade saves beyond it is what removal saves.
+REMOVAL_RULES = ("confident", "confident_correct", "random", "none")
 # Thresholds tried by removal_threshold: every 0.01 plus finer steps near both ends (max softmax
 # saturates near 1 and normalised entropy near 0 on easy data).
 REMOVAL_GRID = tuple(sorted(set(exits.DEFAULT_GRID) | {1e-4, 5e-4, 1e-3, 5e-3, 0.995, 0.999, 0.9995, 0.9999}))
@@ -39,13 +43,24 @@ def removal_threshold(logits: torch.Tensor, labels: torch.Tensor, policy_name: s
 
 
 def removal_mask(logits: torch.Tensor, labels: torch.Tensor, policy: ExitPolicy, k: int,
-                 removal: str = "confident") -> torch.Tensor:
+                 removal: str = "confident", generator: torch.Generator | None = None) -> torch.Tensor:
     """``(N,)`` bool: which samples learner k removes, from its logits ``(N, C)``.
 
     "confident" is exactly ``policy.decide`` at head k (what ``ExitNetwork.infer`` does there);
-    "confident_correct" also requires the prediction to equal the label (training data only).
+    "confident_correct" also requires the prediction to equal the label (training data only);
+    "random" removes as many samples as "confident", drawn uniformly with ``generator`` (a CPU generator);
+    "none" removes nothing.
     """
+    if removal not in REMOVAL_RULES:
+        raise UnknownNameError(f"unknown removal rule {removal!r}. Use one of: {', '.join(REMOVAL_RULES)}.")
     mask = policy.decide(logits, k, {})
     if removal == "confident_correct":
         mask = mask & (logits.argmax(1) == labels)
+    elif removal == "none":
+        mask = torch.zeros_like(mask)
+    elif removal == "random":
+        count = int(mask.sum())
+        chosen = torch.randperm(len(mask), generator=generator)[:count].to(mask.device)
+        mask = torch.zeros_like(mask)
+        mask[chosen] = True
     return mask
