@@ -18,6 +18,7 @@ process's ``cpu_seconds`` (``train_cpu_seconds``), both from ``device.stopwatch`
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 from contextlib import nullcontext
@@ -39,7 +40,7 @@ from .history import History
 from .errors import NonFiniteLossError, UnknownNameError
 
 CHECKPOINT_FORMAT = "course_utils.fit/1"
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
+SCHEDULES = ("onecycle", "cosine", "step", "constant", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")
 LossFn = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 NAN_CHECK_EVERY_CUDA = 50  # steps between NaN checks on CUDA, where reading the loss stalls the pipeline (CPU: 1)
@@ -55,11 +56,14 @@ class TrainConfig:
     lr: float = 0.05  # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # "onecycle", "cosine", "step" (x0.1 at 50% and 75%) or "constant"; per batch
+    schedule: str = "onecycle"  # "onecycle", "cosine", "step" (x0.1 at 50% and 75%) or "constant"; per batch;
+    #   or "plateau": constant, x0.1 each time val accuracy has not improved for `patience` epochs (at most
+    #   `plateau_decays` times), then early stopping: the rate anneals, yet training lasts only as long as it needs
     warmup_fraction: float = 0.2  # onecycle's rising part
     label_smoothing: float = 0.0
     seed: int = 0
     patience: int | None = None  # stop when val accuracy has not improved for this many epochs
+    plateau_decays: int = 2  # schedule "plateau": learning-rate decays before the stop
     restore_best: bool = True  # with a val set: end with the weights of the best val epoch
     device: str | None = None  # None: CUDA when available, else CPU (see device.get_device)
     amp: bool = True  # False: fp32 everywhere, whatever `precision` says
@@ -81,6 +85,9 @@ class TrainConfig:
             raise UnknownNameError(f"unknown precision {self.precision!r}. Use one of: {', '.join(PRECISIONS)}.")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.schedule == "plateau" and (self.patience is None or self.patience < 1 or self.plateau_decays < 0):
+            raise ValueError("schedule 'plateau' decays the rate when val accuracy stalls for `patience` epochs: "
+                             "set patience >= 1 (and plateau_decays >= 0), or use schedule 'constant'")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
 
@@ -88,7 +95,7 @@ class TrainConfig:
 # What must match for a checkpoint to continue the same run (others, like `progress`, may change).
 _TRAJECTORY_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                       "warmup_fraction", "label_smoothing", "seed", "patience", "precision", "ema_decay",
-                      "ema_every", "tta_flip")
+                      "ema_every", "tta_flip", "plateau_decays")
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None]:
@@ -268,6 +275,16 @@ class _Stepper:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def decays(self, config: TrainConfig) -> int:
+        """How many times ``decay`` has cut the rate (it lives in the scheduler's base rates, so a resume keeps it)."""
+        return round(math.log10(config.lr / self.scheduler.base_lrs[0]))
+
+    def decay(self, factor: float = 0.1) -> None:
+        """Scale the rate from the next step on (schedule "plateau": a per-step LambdaLR over these base rates)."""
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+
     def state_dict(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict()}
@@ -320,6 +337,18 @@ class _EpochStats:
             dist.all_reduce(totals)
         loss, correct, seen = totals.tolist()
         return loss / seen, correct / seen
+
+
+def _stalled(config: TrainConfig, stepper: _Stepper, best: "_Best") -> bool:
+    """Early stopping: True when val accuracy has not improved for ``patience`` epochs. Under "plateau" the
+    first ``plateau_decays`` stalls cut the rate instead and give it ``patience`` epochs more."""
+    if config.patience is None or best.since < config.patience:
+        return False
+    if config.schedule == "plateau" and stepper.decays(config) < config.plateau_decays:
+        stepper.decay(0.1)
+        best.since = 0
+        return False
+    return True
 
 
 @dataclass
@@ -421,7 +450,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
             record["cpu_seconds"] = record["train_cpu_seconds"] + watch.cpu_seconds
             record["cumulative_seconds"] = history.seconds + record["seconds"]
             history.epochs.append(record)
-            history.stopped_early = config.patience is not None and best.since >= config.patience
+            history.stopped_early = _stalled(config, stepper, best)
             if config.checkpoint and rank == 0:
                 _save(config, model, stepper, history, best)
             _barrier()  # no rank runs ahead of the checkpoint

@@ -137,6 +137,17 @@ def test_early_stopping_stops_after_patience(digits_loaders):
     assert history.stopped_early and len(history.epochs) == history.best_epoch + 2 < 30
 
 
+def test_plateau_decays_the_rate_at_each_stall_then_stops(digits_loaders):
+    tr, va = digits_loaders
+    # lr so small that val accuracy never improves after epoch 1: every epoch after it is a stall
+    history = train.fit(small_cnn(), tr, va, config(epochs=30, lr=1e-6, schedule="plateau", patience=1))
+    lrs = [e["lr"] for e in history.epochs]
+    assert history.stopped_early and history.best_epoch == 1 and len(lrs) == 4, lrs
+    assert lrs == pytest.approx([1e-6, 1e-6, 1e-7, 1e-8]), "x0.1 after each of the 2 stalls, then the stop"
+    with pytest.raises(ValueError, match="schedule 'plateau' decays the rate.*set patience >= 1"):
+        train.TrainConfig(schedule="plateau").validate()
+
+
 def test_aux_logits_are_weighted_like_googlenet():
     criterion = nn.CrossEntropyLoss()
     main, aux = torch.zeros(2, 3), torch.zeros(2, 3)
