@@ -32,6 +32,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .data import DeviceLoader
+from .distributed import barrier, init_distributed, is_distributed, sync_buffers, unwrap, wrap_ddp  # noqa: F401 (unwrap re-exported)
 from . import checkpoint
 from .checkpoint import save_checkpoint
 from .device import autocast, device_name, get_device, stopwatch
@@ -123,74 +124,6 @@ def default_loss(outputs: Any, targets: torch.Tensor, criterion: nn.Module) -> t
         return criterion(outputs, targets), outputs
     main, *aux = outputs
     return criterion(main, targets) + 0.3 * sum(criterion(a, targets) for a in aux), main
-
-
-# ----------------------------------------------------------------------------- distributed
-def init_distributed() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes; return ``(rank, world_size)``.
-
-    Outside torchrun this returns ``(0, 1)`` and does nothing.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        use_cuda = torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside a DistributedDataParallel wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _distributed() -> bool:
-    return dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` in DistributedDataParallel when there is more than one process, else as it is."""
-    if not _distributed():
-        return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def sync_buffers(model: nn.Module) -> None:
-    """Give every rank bit-identical buffers (BatchNorm running statistics); a no-op in one process.
-
-    DistributedDataParallel broadcasts rank 0's buffers at the *start* of each forward, so after the
-    last step every rank holds running statistics updated by its own shard: without this, each rank
-    would evaluate with a slightly different model and rank 0's checkpoint would hold rank 0's only.
-
-    * ``running_*`` statistics of modules in training mode are averaged (all_reduce, then / world),
-      as timm's ``distribute_bn(reduce=True)`` does: the average uses every rank's data where a
-      broadcast of rank 0's would throw the other shards' statistics away, and all_reduce hands
-      every rank the same result, so the ranks end bit-identical.
-    * every other buffer is broadcast from rank 0: ``num_batches_tracked`` (every rank took the same
-      number of steps, so this only makes it a guarantee), constants, and the statistics of frozen
-      modules in eval mode (identical already: DDP broadcast them and nothing updated them). A
-      broadcast keeps them exact, where averaging equal values could still round them by an ulp
-      when the world size is not a power of two.
-    Every rank must call it, with the same modules in the same train/eval modes (as ``fit`` does).
-    """
-    if not _distributed():
-        return
-    world = dist.get_world_size()
-    for module in unwrap(model).modules():
-        for name, buf in module.named_buffers(recurse=False):
-            if module.training and buf.is_floating_point() and name.startswith("running_"):
-                dist.all_reduce(buf)
-                buf.div_(world)
-            else:
-                dist.broadcast(buf, src=0)
-
-
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -333,7 +266,7 @@ class _EpochStats:
         """Mean loss and accuracy over every rank's samples."""
         seen = torch.tensor(float(self.seen), device=self.loss_sum.device)
         totals = torch.stack([self.loss_sum, self.correct.float(), seen])
-        if _distributed():
+        if is_distributed():
             dist.all_reduce(totals)
         loss, correct, seen = totals.tolist()
         return loss / seen, correct / seen
@@ -433,7 +366,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
     compute_loss = loss_fn or partial(default_loss, criterion=criterion)
     history, best = History(device=device_name(device)), _Best()
     start_epoch = _resume(config, model, stepper, history, best)
-    net = _wrap(model, device)
+    net = wrap_ddp(model, device)
     bar = _progress_bar(config, rank, len(loader), start_epoch)
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -453,7 +386,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None = None,
             history.stopped_early = _stalled(config, stepper, best)
             if config.checkpoint and rank == 0:
                 _save(config, model, stepper, history, best)
-            _barrier()  # no rank runs ahead of the checkpoint
+            barrier()  # no rank runs ahead of the checkpoint
             if bar is not None:
                 bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.startswith(("train_l", "val_acc"))})
             if on_epoch_end is not None:
