@@ -82,9 +82,15 @@ def experiment_names(config: dict, names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _identity(params: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameters that make a run what it is. Where it keeps its files (PASS_DIR, CHECKPOINT_DIR) is no
+    setting of the experiment: moving them must neither rename nor re-run the runs already finished."""
+    return {k: v for k, v in (params or {}).items() if not k.endswith("_DIR")}
+
+
 def _run_folder_name(params: dict[str, Any], grid_keys: list[str]) -> str:
     readable = ",".join(f"{k.lower()}={params[k]}" for k in grid_keys) or "default"
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(json.dumps(_identity(params), sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{readable}-{digest}"
 
 
@@ -199,7 +205,7 @@ def is_complete(run: Run) -> bool:
         saved = json.loads(record.read_text())
     except json.JSONDecodeError:
         return False
-    return saved.get("status") == "ok" and saved.get("parameters") == run.parameters
+    return saved.get("status") == "ok" and _identity(saved.get("parameters")) == _identity(run.parameters)
 
 
 # ----------------------------------------------------------------------------- running
@@ -237,8 +243,12 @@ def execute(run: Run, *, smoke: bool = False, log=print) -> dict:
               "parameters": run.parameters, "notes": run.notes, "torch": torch.__version__,
               "device": device_name(get_device()), "start": dt.datetime.now().isoformat(timespec="seconds")}
     t0 = time.perf_counter()
-    saved_env = {k: os.environ.get(k) for k in run.env}
-    os.environ.update(run.env)  # the kernel inherits this process's environment
+    env = dict(run.env)
+    data_dir = os.environ.get("COURSE_DATA_DIR")
+    if data_dir and "COURSE_DATA_DIR" not in env:  # the kernel runs in notebooks/: a relative path would miss the
+        env["COURSE_DATA_DIR"] = os.path.abspath(data_dir)  # data there, and the run would fall back to digits
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
     try:
         papermill.execute_notebook(str(run.notebook), str(run.folder / "notebook.ipynb"), parameters=params,
                                    cwd=str(run.notebook.parent), kernel_name="python3", progress_bar=False)

@@ -29,11 +29,16 @@ def ci95(std: float, n: int) -> float:
     return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
 
 
+# Settings that identify a row even when a CSV reads them back as floats (older runs lack them: NaN makes the
+# column float), so that width 0.5 never prints as "0.5000 ± 0.0000"
+IDENTITY_COLUMNS = ("width_mult", "train_images", "precision", "tier", "reference", "chosen_on")
+
+
 def aggregate(frame, seed_column: str = "seed"):
     """Mean, standard deviation and 95% confidence interval over seeds of every float column, grouped by the others.
 
-    Text, boolean and integer columns (dataset, batch size, MACs) identify a row; float columns are
-    measurements.  Returns a DataFrame with, for each float column ``c``: ``c`` (the mean), ``c_std``
+    Text, boolean and integer columns (dataset, batch size, MACs) and ``IDENTITY_COLUMNS`` identify a row; the
+    other float columns are measurements.  Returns a DataFrame with, for each float column ``c``: ``c`` (the mean), ``c_std``
     (sample std, NaN for a single seed), ``c_ci95`` (the interval's half-width, NaN for a single seed), and
     ``seeds`` (how many runs were averaged).
     """
@@ -42,7 +47,8 @@ def aggregate(frame, seed_column: str = "seed"):
     frame = frame.copy()
     if seed_column not in frame:
         frame[seed_column] = 0
-    numeric = [c for c in frame.columns if c != seed_column and pd.api.types.is_float_dtype(frame[c])]
+    numeric = [c for c in frame.columns if c != seed_column and c not in IDENTITY_COLUMNS
+               and pd.api.types.is_float_dtype(frame[c])]
     keys = [c for c in frame.columns if c not in numeric and c != seed_column]
     frame[keys] = frame[keys].astype(object).where(frame[keys].notna(), "")
     grouped = frame.groupby(keys, sort=False, dropna=False) if keys else frame.groupby(lambda _: 0)
@@ -191,19 +197,20 @@ def headline(template: str, metrics: list[dict]) -> str:
     """
     import statistics
 
-    def value(key: str) -> str:
+    def value(key: str, unit: str) -> str:
         texts = list(dict.fromkeys(m[key] for m in metrics if isinstance(m.get(key), str)))
         if texts:
-            return " / ".join(texts)
+            return " / ".join(texts) + unit
         xs = [m[key] for m in metrics if isinstance(m.get(key), (int, float)) and not isinstance(m.get(key), bool)]
         if not xs:
-            return "n/a"
+            return "n/a"  # not "n/ax": a missing figure has no unit
         part = f" ({len(xs)} of {len(metrics)} runs)" if len(xs) < len(metrics) else ""
         if all(isinstance(x, int) for x in xs) and len(set(xs)) == 1:
-            return format_value(xs[0]) + part  # a count or a size, the same in every run: 224, not 224.00
+            return format_value(xs[0]) + unit + part  # a count or a size, the same in every run: 224, not 224.00
         mean = statistics.fmean(xs)
-        return format_value(float(mean), ci95(statistics.stdev(xs), len(xs)) if len(xs) > 1 else None) + part
+        return format_value(float(mean), ci95(statistics.stdev(xs), len(xs)) if len(xs) > 1 else None) + unit + part
 
     import re
 
-    return re.sub(r"\{(\w+)\}", lambda m: value(m.group(1)), template)
+    # a unit right after the field ("{speedup}x", "{cut}%") stays with the number, before "(k of n runs)"
+    return re.sub(r"\{(\w+)\}(x(?![\w{])|%)?", lambda m: value(m.group(1), m.group(2) or ""), template)

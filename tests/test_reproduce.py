@@ -24,10 +24,10 @@ TOY_CELLS = [
     ("SMOKE = False\nRESULTS_DIR = ''\nSEED = 0\nDATASET = 'digits'\nFAIL = False\nBLOCK_FILE = ''", ["parameters"]),
     ("import os, time\nwhile BLOCK_FILE and os.path.exists(BLOCK_FILE):\n    time.sleep(0.2)", []),
     ("assert not FAIL, 'this run was told to fail'", []),
-    ("import pandas as pd\nfrom course_utils import results\n"
+    ("import os\nimport pandas as pd\nfrom course_utils import results\n"
      "table = pd.DataFrame([{'dataset': DATASET, 'accuracy': 0.5 + 0.1 * SEED, 'n': 10}])\n"
-     "results.publish(RESULTS_DIR, metrics={'device': 'cpu (test)', 'scale': 'toy', 'accuracy': 0.5 + 0.1 * SEED},"
-     " tables={'toy': table})", []),
+     "results.publish(RESULTS_DIR, metrics={'device': 'cpu (test)', 'scale': 'toy', 'accuracy': 0.5 + 0.1 * SEED,"
+     " 'data_dir': os.environ.get('COURSE_DATA_DIR', '')}, tables={'toy': table})", []),
 ]
 
 
@@ -148,6 +148,14 @@ def test_aggregate_keeps_integer_and_text_columns_as_keys():
     assert out["ms"].tolist() == [2.0, 5.0] and out["ms_std"].iloc[0] == pytest.approx(2 ** 0.5)
     assert out["ms_ci95"].iloc[0] == pytest.approx(12.7062047, rel=1e-6)  # t(0.975, 1) * sqrt(2) / sqrt(2)
     assert np.isnan(out["ms_ci95"].iloc[1])  # one seed: no interval
+    # a setting that older runs lack reads back as a float column with NaN: it still identifies the row
+    frame = pd.DataFrame({"width_mult": [0.5, 0.5, np.nan], "train_images": [54001.0, 54001.0, np.nan],
+                          "seed": [1, 2, 0], "ms": [1.0, 3.0, 5.0]})
+    out = results_page.aggregate(frame)
+    assert out[["width_mult", "train_images", "seeds"]].values.tolist() == [[0.5, 54001.0, 2], ["", "", 1]]
+    assert "width_mult_ci95" not in out and out["ms"].tolist() == [2.0, 5.0]
+    assert "| 0.5000 | 54,001 | 2.00 ± 12.71 | 2 |" in results_page.markdown_table(out[["width_mult", "train_images", "ms",
+                                                                                     "ms_ci95", "seeds"]])
 
 
 def test_headlines_are_per_tier_and_dataset_and_average_seeds_within_one():
@@ -159,9 +167,11 @@ def test_headlines_are_per_tier_and_dataset_and_average_seeds_within_one():
     assert results_page.headlines(spec, runs[:2]) == ["25.00 ± 63.53x"]
     trained = (Path("b"), {"tier": "standard", "parameters": {"DATASET": "mnist", "SEED": 0}, "metrics": {}})
     assert results_page.headlines(spec, runs[:2] + [trained]) == [
-        "- **mnist** (standard tier): n/ax", "- **mnist** (quick tier): 25.00 ± 63.53x"], "trained first, never mixed"
+        "- **mnist** (standard tier): n/a", "- **mnist** (quick tier): 25.00 ± 63.53x"], "trained first, never mixed"
     # a figure only some runs publish (an ablation run on one seed) says how many runs it is from
-    assert results_page.headline("{speedup}x", [{"speedup": 2.0}, {}, {}]) == "2.00 (1 of 3 runs)x"
+    assert results_page.headline("{speedup}x", [{"speedup": 2.0}, {}, {}]) == "2.00x (1 of 3 runs)"
+    # the unit stays with its number, and a missing figure has none ("n/a", never "n/ax" or "n/a%")
+    assert results_page.headline("{cut}% less, {s}x.", [{"cut": 12.5}]) == "12.50% less, n/a."
 
 
 def test_headline_fills_a_text_verdict_as_it_is_and_shows_disagreeing_runs():
@@ -240,6 +250,11 @@ def test_only_slices_a_grid_into_the_same_folders_and_a_tier_adds_its_env(toy):
     assert reproduce.plan(cfg, ["toy"], quick=True, results_dir=results)[0].env == {"COURSE_THREADS": "1", "A": "x"}
     with pytest.raises(CourseError, match="--only SEED=7 matches none of the planned runs of toy"):
         reproduce.plan(cfg, ["toy"], tier="standard", only={"SEED": 7}, results_dir=results)
+    # where a run keeps its passes is no setting: the finished runs keep their folders when it moves
+    cfg["experiments"]["toy"]["standard"]["params"] = {"PASS_DIR": "../checkpoints/passes"}
+    assert [r.folder for r in reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)] == \
+        [r.folder for r in whole]
+    assert reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)[0].parameters["PASS_DIR"] == "../checkpoints/passes"
 
 
 def test_every_committed_run_whose_figures_were_checked_reads_cleanly():
@@ -283,3 +298,21 @@ def test_a_headline_figure_older_runs_lack_says_how_to_fill_it(tmp_path):
     readme = results_page.build_results_readme(config, tmp_path).read_text()
     assert "old 1.00, new n/a" in readme
     assert "> n/a: these runs predate that figure; `python -m course_utils reproduce toy --tier quick --force`" in readme
+
+
+@pytest.mark.notebook
+def test_a_relative_data_dir_reaches_the_kernel_and_moving_a_dir_parameter_reruns_nothing(toy, monkeypatch):
+    """The kernel runs in the notebook's folder: a relative COURSE_DATA_DIR given on the command line (as in
+    `COURSE_DATA_DIR=../shared/data python -m course_utils reproduce ...`) must reach it as an absolute path,
+    or the run silently falls back to digits. A new PASS_DIR must not make finished runs look unfinished."""
+    config, results = toy
+    monkeypatch.chdir(results.parent)
+    monkeypatch.setenv("COURSE_DATA_DIR", "shared/data")
+    cfg = config({"SEED": [0]})
+    [record] = reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lambda *_: None)
+    assert record["metrics"]["data_dir"] == str(results.parent / "shared" / "data")
+    assert os.environ["COURSE_DATA_DIR"] == "shared/data", "this process's environment is left as it was"
+    cfg["experiments"]["toy"]["quick"]["params"] = {"PASS_DIR": "../checkpoints/passes"}
+    lines = []
+    reproduce.run_batch(["toy"], results_dir=results, config=cfg, log=lines.append)
+    assert "1 already complete, 0 to run" in " ".join(lines)
