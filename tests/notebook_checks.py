@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-# Parameters beyond SMOKE and RESULTS_DIR, as file names inside the results folder (none needed at present:
-# notebook 11 publishes its panel's scores as panel.pt next to its other results).
-PATH_PARAMETERS: dict[str, dict[str, str]] = {}
+# Parameters beyond SMOKE and RESULTS_DIR, as file names inside the results folder: notebook 10 keeps its
+# finished passes (so that the smoke run writes them, the whole headline pass included, as the standard tier does).
+PATH_PARAMETERS: dict[str, dict[str, str]] = {"10_speedycnet": {"PASS_DIR": "passes"}}
 
 
 def check_context(out: Path) -> dict:
@@ -54,7 +54,8 @@ def check_10_speedycnet(out: Path) -> None:
                                    "precision"]
     assert set(table["protocol"]) == {"early_stopping", "equal_epochs"}
     assert {"VGG16", "SpeedyCNet", "Learner 1 alone (all data)", "Cascade, random removal (same counts)",
-            "Cascade, removal off", "SpeedyCNet (independent learners)"} <= set(table["model"])
+            "Cascade, removal off", "SpeedyCNet (independent learners)", "SpeedyCNet (small first learner)"} <= \
+        set(table["model"])
     assert (table["cpu_seconds"] > 0).all() and set(table["precision"]) <= {"fp32", "fp32+channels_last", "bf16+channels_last"}
     assert (table["width_mult"] == 0.125).all() and (table["epochs"] >= 1).all()
     assert (table["train_seconds"] > 0).all() and table["device"].str.startswith("cpu").all()
@@ -67,6 +68,9 @@ def check_10_speedycnet(out: Path) -> None:
     assert metrics["seconds_total"] > 0  # the measured run time, printed by the last cell
     assert metrics["floor"] is None and metrics["floor_note"].startswith("No accuracy floor for")  # digits: no floor
     assert metrics["removal_speedup_vs_random"] > 0 and metrics["removal_speedup_vs_off"] > 0
+    assert metrics["resumed_passes"] == [] and metrics["passes_note"] == "Every pass was measured in this process."
+    [kept] = (out / "passes").iterdir()  # one folder per run's settings: the headline pair whole, the rest as figures
+    assert sorted(p.suffix for p in kept.iterdir()) == [".json"] * 7 + [".pt"]
     for name in ("speedycnet_plots", "speedycnet_easy_hard"):
         assert (out / f"{name}.png").stat().st_size > 1000
 

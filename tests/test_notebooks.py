@@ -67,6 +67,41 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
         CHECKS[path.stem](tmp_path / "results")
 
 
+@pytest.mark.notebook
+def test_speedycnet_resumes_after_its_last_finished_pass(tmp_path):
+    """A run cut off during its removal-off ablation measures that pass again and takes the rest from PASS_DIR."""
+    import pandas as pd
+    import papermill
+
+    path = REPO / "notebooks" / "10_speedycnet.ipynb"
+
+    def run(out: Path) -> tuple[dict, "pd.DataFrame"]:
+        # a fixed format: "measure" could pick another one in the second process, a different run by design
+        out.mkdir()
+        papermill.execute_notebook(
+            str(path), str(out / path.name), cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+            parameters={"SMOKE": True, "RESULTS_DIR": str(out), "PASS_DIR": str(tmp_path / "passes"),
+                        "PRECISION": "fp32"}, execution_timeout=900)
+        return json.loads((out / "metrics.json").read_text()), pd.read_csv(out / "speedycnet.csv")
+
+    first, before = run(tmp_path / "first")
+    [kept] = (tmp_path / "passes").iterdir()
+    (kept / "cascade_removal_off.json").unlink()  # the session ended during this pass
+    second, after = run(tmp_path / "second")
+    assert first["resumed_passes"] == []
+    assert second["resumed_passes"] == [
+        "VGG16 and SpeedyCNet, early stopping", "Learner 1 alone (all data)", "Learner 4 full stack alone (all data)",
+        "Cascade, random removal (same counts)", "SpeedyCNet (independent learners)",
+        "SpeedyCNet (small first learner)", "VGG16 and SpeedyCNet, equal epochs"]
+    assert second["passes_note"].startswith("Resumed: VGG16 and SpeedyCNet, early stopping") and \
+        second["passes_note"].endswith("Cascade, removal off measured in this one.")
+    kept_rows = before["model"] != "Cascade, removal off"
+    columns = ["protocol", "model", "train_seconds", "cpu_seconds", "test_accuracy", "epochs"]
+    pd.testing.assert_frame_equal(before.loc[kept_rows, columns], after.loc[kept_rows, columns])
+    for key in ("vgg16_seconds", "speedycnet_seconds", "speedycnet_test_accuracy", "speedycnet_exit_counts"):
+        assert first[key] == second[key], key  # the headline pair, and the cascade itself, came back whole
+
+
 CHECKED = [p for p in NOTEBOOKS
            if any(CHECK_TAG in tags(c) for c in nbformat.read(p, as_version=4).cells)]
 

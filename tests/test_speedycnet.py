@@ -82,6 +82,21 @@ def test_split_and_head_are_configurable():
         speedycnet.hierarchical_learners(10, 3, 32, head="dense")
 
 
+def test_small_first_learners_narrow_only_the_first_learner():
+    torch.manual_seed(0)
+    net = speedycnet.small_first_learners(10, 1, 28, width_mult=0.5, first_width=0.25)
+    # learner 1: VGG block 1 at width 0.125 (1->8->8 channels: 80 + 16 + 584 + 16), then 8 x 4 x 4 -> 10 (1,290)
+    assert count_parameters(net.heads[0][0]) == 696 == count_parameters(speedycnet.vgg_blocks("vgg16", 1, 0.125)[0])
+    assert count_parameters(net.heads[0]) == 696 + 1290
+    wide = speedycnet.independent_learners(10, 1, 28, width_mult=0.5)
+    assert [count_parameters(h) for h in net.heads[1:]] == [count_parameters(h) for h in wide.heads[1:]]
+    assert [tuple(o.shape) for o in net.forward_all(torch.randn(2, 1, 28, 28))] == [(2, 10)] * 4
+    costs = net.measure_costs((1, 28, 28))
+    assert costs.head_macs[0] < costs.head_macs[1] / 10  # every sample passes learner 1: it must be cheap
+    with pytest.raises(CourseError, match=r"first_width 0 must be in \(0, 1\]"):
+        speedycnet.small_first_learners(10, 1, 28, first_width=0)
+
+
 def test_independent_learners_grow_and_read_raw_pixels():
     torch.manual_seed(0)
     net = speedycnet.independent_learners(10, 1, 28, width_mult=0.25)

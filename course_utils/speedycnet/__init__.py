@@ -20,6 +20,8 @@ classifier, so learner 4's full stack *is* VGG-16.  ``width_mult`` scales every 
 ``models.create("vgg16_bn", width_mult=...)`` does, so the baseline and the cascade shrink together.
 The variant ``independent_learners`` has four separate networks of growing depth (VGG-16 blocks
 1..k each), each from raw pixels: its stages are identities and each head is a whole learner.
+``small_first_learners`` is that variant with a narrow first learner (``first_width`` of the width): every
+sample passes learner 1, so its cost per epoch bounds the speed-up.
 
 The cascade trainer (``train_cascade``).  Stage k:
   1. trains learner k (stage k + head k) with ``train.fit``, every earlier learner frozen (eval mode),
@@ -49,10 +51,10 @@ from __future__ import annotations
 from .cascade import CascadeConfig, CascadeResult, StageRecord, drop_last_batch, train_cascade
 from .evaluation import EXAMPLE_GROUPS, CascadeEvaluation, accuracy_on, evaluate_cascade, removal_examples, timed_fit
 from .learners import (HEAD_POOL, HEADS, SPLIT, HeadBuilder, hierarchical_learners, independent_learners,
-                       learner_stack, vgg16_baseline, vgg_blocks)
+                       learner_stack, small_first_learners, vgg16_baseline, vgg_blocks)
 from .removal import REMOVAL_GRID, REMOVAL_RULES, removal_mask, removal_threshold
 
-__all__ = ["SPLIT", "HEADS", "vgg_blocks", "hierarchical_learners", "independent_learners", "learner_stack",
-           "vgg16_baseline", "removal_threshold", "removal_mask", "StageRecord", "CascadeResult", "CascadeConfig",
+__all__ = ["SPLIT", "HEADS", "vgg_blocks", "hierarchical_learners", "independent_learners", "small_first_learners",
+           "learner_stack", "vgg16_baseline", "removal_threshold", "removal_mask", "StageRecord", "CascadeResult", "CascadeConfig",
            "train_cascade", "timed_fit", "accuracy_on", "CascadeEvaluation", "evaluate_cascade", "EXAMPLE_GROUPS",
            "removal_examples"]

@@ -2,7 +2,7 @@
 
 ``hierarchical_learners`` (the default) chains the pieces, so learner k+1 reads learner k's feature map and
 learner 4's full path is VGG-16; ``independent_learners`` builds separate networks of growing depth, each
-from raw pixels.  Both are ``exits.ExitNetwork``s.
+from raw pixels; ``small_first_learners`` makes the first of those narrow.  All are ``exits.ExitNetwork``s.
 """
 from __future__ import annotations
 
@@ -135,6 +135,27 @@ def independent_learners(num_classes: int = 10, in_channels: int = 3, input_size
         body = nn.Sequential(*blocks)
         heads.append(_Learner(body, _make_head(builder, body, in_channels, input_size, num_classes)))
     return ExitNetwork([nn.Identity() for _ in split], heads)
+
+
+def small_first_learners(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, *,
+                         width_mult: float = 1.0, split: Sequence[int] = SPLIT, first_width: float = 0.25,
+                         head: str | HeadBuilder = "linear", batch_norm: bool = True,
+                         cfg: str | vgg.Config = "vgg16") -> ExitNetwork:
+    """A small first learner, then larger ones: every sample passes learner 1, so it is made cheap.
+
+    Learner 1 is ``independent_learners``' first learner at ``first_width`` of ``width_mult`` (VGG block 1 and
+    its head, narrow); learners 2.. are ``independent_learners``' own at ``width_mult``, each from raw pixels.
+    Why: in the hierarchy, learner 1 trains on all the data and took 88% of the cascade's time on MNIST at
+    width 0.5 (17% of VGG16's seconds per epoch), which caps the speed-up near 5x whatever the later ones cost.
+    """
+    if not 0 < first_width <= 1:
+        raise CourseError(f"first_width {first_width} must be in (0, 1]: learner 1's share of width_mult (e.g. 0.25).")
+    small = independent_learners(num_classes, in_channels, input_size, width_mult=width_mult * first_width,
+                                 split=split, head=head, batch_norm=batch_norm, cfg=cfg)
+    large = independent_learners(num_classes, in_channels, input_size, width_mult=width_mult, split=split,
+                                 head=head, batch_norm=batch_norm, cfg=cfg)
+    heads = [small.heads[0], *large.heads[1:]]
+    return ExitNetwork([nn.Identity() for _ in heads], heads)
 
 
 def learner_stack(net: ExitNetwork, k: int) -> nn.Sequential:
