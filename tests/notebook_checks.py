@@ -70,7 +70,7 @@ def check_10_speedycnet(out: Path) -> None:
     assert metrics["removal_speedup_vs_random"] > 0 and metrics["removal_speedup_vs_off"] > 0
     assert metrics["resumed_passes"] == [] and metrics["passes_note"] == "Every pass was measured in this process."
     [kept] = (out / "passes").iterdir()  # one folder per run's settings: the headline pair whole, the rest as figures
-    assert sorted(p.suffix for p in kept.iterdir()) == [".json"] * 7 + [".pt"]
+    assert sorted(p.suffix for p in kept.iterdir()) == [".json"] * 8 + [".pt"]
     for name in ("speedycnet_plots", "speedycnet_easy_hard"):
         assert (out / f"{name}.png").stat().st_size > 1000
 
