@@ -74,7 +74,7 @@ class PassLog:
         return entry
 
     def stored(self, name: str, whole: bool = False) -> tuple[bool, Any]:
-        """``(True, value)`` of pass ``name`` when measured with these settings on this device, else ``(False, None)``."""
+        """``(True, value)`` of pass ``name`` if measured with these settings on this device, else ``(False, None)``."""
         path = self.path(name, whole)
         if path is None or not path.exists():
             return False, None

@@ -38,9 +38,9 @@ def aggregate(frame, seed_column: str = "seed"):
     """Mean, standard deviation and 95% confidence interval over seeds of every float column, grouped by the others.
 
     Text, boolean and integer columns (dataset, batch size, MACs) and ``IDENTITY_COLUMNS`` identify a row; the
-    other float columns are measurements.  Returns a DataFrame with, for each float column ``c``: ``c`` (the mean), ``c_std``
-    (sample std, NaN for a single seed), ``c_ci95`` (the interval's half-width, NaN for a single seed), and
-    ``seeds`` (how many runs were averaged).
+    other float columns are measurements.  Returns a DataFrame with, for each float column ``c``: ``c`` (the
+    mean), ``c_std`` (sample std, NaN for a single seed), ``c_ci95`` (the interval's half-width, NaN for a single
+    seed), and ``seeds`` (how many runs were averaged).
     """
     import pandas as pd
 
