@@ -92,7 +92,7 @@ def test_speedycnet_resumes_after_its_last_finished_pass(tmp_path):
     assert second["resumed_passes"] == [
         "VGG16 and SpeedyCNet, early stopping", "Learner 1 alone (all data)", "Learner 4 full stack alone (all data)",
         "Cascade, random removal (same counts)", "SpeedyCNet (independent learners)",
-        "SpeedyCNet (small first learner)", "VGG16 and SpeedyCNet, equal epochs"]
+        "SpeedyCNet (small first learner), first width 0.25", "VGG16 and SpeedyCNet, equal epochs"]
     assert second["passes_note"].startswith("Resumed: VGG16 and SpeedyCNet, early stopping") and \
         second["passes_note"].endswith("Cascade, removal off measured in this one.")
     kept_rows = before["model"] != "Cascade, removal off"
