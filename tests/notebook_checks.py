@@ -84,7 +84,9 @@ def check_11_edcnn(out: Path) -> None:
 
     table = pd.read_csv(out / "edcnn.csv")
     assert list(table.columns) == edcnn.TABLE_COLUMNS + ["reference", "chosen_on", "val_acc_full", "val_acc_edcnn",
-                                                         "val_predicted_time_reduction_pct", "scale", "seed", "policy"]
+                                                         "val_predicted_time_reduction_pct", "scale", "seed", "policy",
+                                                         "width_mult", "train_images", "precision", "recipe"]
+    assert (table["recipe"] == "fast").all() and set(table["precision"]) <= {"fp32", "bf16"}
     assert set(table["reference"]) == {"original backbone", "own final exit"} and set(table["chosen_on"]) == {"val"}
     assert (table.loc[table["mode"] == "frozen", "reference"] == "original backbone").all()  # never another network
     assert set(table["batch_size"]) >= {1, 256} and set(table["mode"]) == {"frozen", "joint"}
@@ -95,6 +97,7 @@ def check_11_edcnn(out: Path) -> None:
     metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width" in metrics["scale"]
     assert metrics["headline_chosen_on"] == "val" and "headline_time_reduction_pct" in metrics
+    assert metrics["recipe"] == "fast" and metrics["backbone_epochs"] >= 1 and "floor" in metrics["floor_note"]
     panel = ThresholdPanel.load(out / "panel.pt")  # the notebook's panel, rebuilt from its published scores
     assert panel.latency is not None and "validation split" in panel.header.value
     ms = panel.latency.ms_per_image(panel.sweep().reach_fraction, 1)

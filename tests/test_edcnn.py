@@ -423,5 +423,15 @@ def test_comparison_rows_name_their_reference_and_the_headline_is_chosen_on_val_
     # although on test the frozen row loses 12 points and would be excluded anyway: test never decides
     pick = headline_row(table, acc_drop=0.003)
     assert pick["mode"] == "joint" and pick["reference"] == "original backbone"
+    # a tier that trains mode (b) on one seed only headlines mode (a): here no frozen row holds on val
+    assert headline_row(table, acc_drop=0.003, modes=["frozen"]) is None
+    assert headline_row(table, acc_drop=0.02, modes=["frozen"])["mode"] == "frozen"
+    with pytest.raises(UnknownNameError, match="frozen, joint"):
+        headline_row(table, modes=["forzen"])
     table.loc[table["mode"] == "joint", "val_acc_edcnn"] = 0.5
     assert headline_row(table, acc_drop=0.003) is None
+    extra = comparison_table(cal, timings, refs, latency, {"frozen": 100, "joint": 100},
+                             context={"dataset": "d", "backbone": "b", "device": "cpu", "scale": "s", "seed": 0,
+                                      "width_mult": 1.0, "train_images": 45000, "precision": "fp32", "recipe": "fast"})
+    assert (extra["width_mult"] == 1.0).all() and (extra["train_images"] == 45000).all()
+    assert (extra["precision"] == "fp32").all() and (extra["recipe"] == "fast").all()

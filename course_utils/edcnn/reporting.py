@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 
+from ..errors import UnknownNameError
+from .training import MODES
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -25,6 +28,7 @@ def exit_distribution(exit_index: torch.Tensor, labels: torch.Tensor, num_exits:
 
 TABLE_COLUMNS = ["dataset", "backbone", "mode", "device", "batch_size", "ms_per_image_full", "ms_per_image_edcnn",
                  "time_reduction_pct", "macs_full", "macs_edcnn", "acc_full", "acc_edcnn"]
+OPTIONAL_CONTEXT = ("width_mult", "train_images", "precision", "recipe")  # copied to every row when given
 
 
 def macs_vs_time_findings(exit_macs_fraction: Sequence[float], exit_ms: Mapping[int, Sequence[float]],
@@ -79,7 +83,8 @@ def comparison_table(calibrations: Mapping, timings: "pd.DataFrame", references:
         final exit, and the original). latency: the ``LatencyModel`` that predicts each row's time from its *val*
         exit fractions, so that the headline row can be chosen on val (``headline_row``).
     full_macs: mode -> MACs per image of that mode's network without early exits.
-    context: dataset, backbone, device, scale, seed (the same on every row).
+    context: dataset, backbone, device, scale, seed (the same on every row); and, when given, the
+        ``OPTIONAL_CONTEXT`` columns (width_mult, train_images, precision, recipe).
     """
     import pandas as pd
 
@@ -99,17 +104,26 @@ def comparison_table(calibrations: Mapping, timings: "pd.DataFrame", references:
                              "reference": ref.name, "chosen_on": "val", "val_acc_full": ref.val_accuracy,
                              "val_acc_edcnn": cal.val.accuracy,
                              "val_predicted_time_reduction_pct": 100 * (1 - predicted / ref_ms),
-                             "scale": context["scale"], "seed": context["seed"], "policy": policy})
+                             "scale": context["scale"], "seed": context["seed"], "policy": policy,
+                             **{k: context[k] for k in OPTIONAL_CONTEXT if k in context}})
     return pd.DataFrame(rows)
 
 
-def headline_row(table: "pd.DataFrame", *, acc_drop: float = 0.003, reference: str = "original backbone"):
+def headline_row(table: "pd.DataFrame", *, acc_drop: float = 0.003, reference: str = "original backbone",
+                 modes: Sequence[str] | None = None):
     """The row to headline, chosen on val only: among rows against ``reference`` whose val accuracy is within
     ``acc_drop`` of the reference's val accuracy, the largest time reduction *predicted from val*; None if none.
 
+    modes: only rows of these modes may headline (None: any).  A tier that trains mode (b) on one seed only
+    headlines mode (a), so that its seeds average the same kind of row.
     Its test columns are then reported once; a row picked by its test accuracy would be a defect.
     """
     held = table[(table["reference"] == reference) & (table["val_acc_edcnn"] >= table["val_acc_full"] - acc_drop)]
+    if modes:
+        unknown = sorted(set(modes) - set(MODES))
+        if unknown:
+            raise UnknownNameError(f"unknown mode(s) {unknown} for the headline. Use any of: {', '.join(MODES)}.")
+        held = held[held["mode"].isin(list(modes))]
     if held.empty:
         return None
     return held.loc[held["val_predicted_time_reduction_pct"].idxmax()]

@@ -59,9 +59,9 @@ class ExitLoss:
     """
 
     def __init__(self, schedule: str | Sequence[float], fractions: Sequence[float], epochs: int, *,
-                 train_final: bool = True, monitor: str = "final"):
+                 train_final: bool = True, monitor: str = "final", label_smoothing: float = 0.0):
         self.schedule, self.fractions, self.epochs = schedule, list(fractions), epochs
-        self.train_final, self.monitor = train_final, monitor
+        self.train_final, self.monitor, self.label_smoothing = train_final, monitor, label_smoothing
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -71,7 +71,7 @@ class ExitLoss:
         if not self.train_final:
             weights[-1] = 0.0  # the frozen classifier cannot learn; it only costs a forward pass
         self.weights = weights
-        self._loss = exits.exit_loss(weights)
+        self._loss = exits.exit_loss(weights, self.label_smoothing)
 
     def __call__(self, outputs: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss, final = self._loss(outputs, targets)
@@ -110,7 +110,8 @@ def train_branches(net: ElasticNet, train_loader: Batches, val_loader: Batches |
 
     config = config or training.TrainConfig()
     net.freeze_backbone(True)
-    loss = ExitLoss(weights, net.depth_fractions(), config.epochs, train_final=False, monitor="early")
+    loss = ExitLoss(weights, net.depth_fractions(), config.epochs, train_final=False, monitor="early",
+                    label_smoothing=config.label_smoothing)
     return _fit_with_schedule(net, train_loader, val_loader, config, loss, on_epoch_end)
 
 
@@ -126,5 +127,5 @@ def train_joint(net: ElasticNet, train_loader: Batches, val_loader: Batches | No
 
     config = config or training.TrainConfig()
     net.freeze_backbone(False)
-    loss = ExitLoss(weights, net.depth_fractions(), config.epochs)
+    loss = ExitLoss(weights, net.depth_fractions(), config.epochs, label_smoothing=config.label_smoothing)
     return _fit_with_schedule(net, train_loader, val_loader, config, loss, on_epoch_end)

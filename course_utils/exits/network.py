@@ -168,9 +168,12 @@ class ExitNetwork(nn.Module):
         raise AssertionError("unreachable: the final head always exits")
 
 
-def exit_loss(weights: Sequence[float]) -> Callable[[list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def exit_loss(weights: Sequence[float], label_smoothing: float = 0.0
+              ) -> Callable[[list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Loss for joint training of all exits: ``sum_k w_k * CE(head_k)``, for ``train.fit(loss_fn=...)``.
 
+    label_smoothing: as in ``F.cross_entropy``, for every head (the recipe's value: every exit trains as the
+    network it hangs on did).
     Returns ``loss_fn(outputs, targets) -> (loss, final logits)``, so that fit reports the final head's accuracy.
     """
     weights = [float(w) for w in weights]
@@ -178,7 +181,7 @@ def exit_loss(weights: Sequence[float]) -> Callable[[list[torch.Tensor], torch.T
     def loss_fn(outputs: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(outputs) != len(weights):
             raise ValueError(f"{len(weights)} exit-loss weights for {len(outputs)} exits")
-        loss = sum(w * F.cross_entropy(o, targets) for w, o in zip(weights, outputs))
+        loss = sum(w * F.cross_entropy(o, targets, label_smoothing=label_smoothing) for w, o in zip(weights, outputs))
         return loss, outputs[-1]
 
     return loss_fn
