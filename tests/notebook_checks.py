@@ -56,7 +56,7 @@ def check_10_speedycnet(out: Path) -> None:
     assert {"VGG16", "SpeedyCNet", "Learner 1 alone (all data)", "Cascade, random removal (same counts)",
             "Cascade, removal off", "SpeedyCNet (independent learners)", "SpeedyCNet (small first learner)"} <= \
         set(table["model"])
-    assert (table["cpu_seconds"] > 0).all() and set(table["precision"]) <= {"fp32", "fp32+channels_last", "bf16+channels_last"}
+    assert (table["cpu_seconds"] > 0).all() and set(table["precision"]) <= {"fp32", "bf16"}
     assert (table["width_mult"] == 0.125).all() and (table["epochs"] >= 1).all()
     assert (table["train_seconds"] > 0).all() and table["device"].str.startswith("cpu").all()
     assert (table[table["model"] == "VGG16"]["speedup_vs_vgg16"] == 1.0).all()
@@ -65,6 +65,7 @@ def check_10_speedycnet(out: Path) -> None:
         assert (rows["speedup_vs_vgg16"] - base / rows["train_seconds"]).abs().max() < 1e-9, protocol
     metrics = check_context(out)
     assert metrics["device"].startswith("cpu") and "width_mult 0.125" in metrics["scale"]
+    assert metrics["numeric_format"].startswith(metrics["precision"])  # "fp32+channels_last" is fp32 in a layout
     assert metrics["seconds_total"] > 0  # the measured run time, printed by the last cell
     assert metrics["floor"] is None and metrics["floor_note"].startswith("No accuracy floor for")  # digits: no floor
     assert metrics["removal_speedup_vs_random"] > 0 and metrics["removal_speedup_vs_off"] > 0

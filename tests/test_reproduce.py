@@ -156,6 +156,11 @@ def test_aggregate_keeps_integer_and_text_columns_as_keys():
     assert "width_mult_ci95" not in out and out["ms"].tolist() == [2.0, 5.0]
     assert "| 0.5000 | 54,001 | 2.00 ± 12.71 | 2 |" in results_page.markdown_table(out[["width_mult", "train_images", "ms",
                                                                                      "ms_ci95", "seeds"]])
+    # precision is the numeric dtype: a run that also named its layout averages with the others in that dtype
+    frame = pd.DataFrame({"precision": ["fp32", "fp32", "fp32+channels_last", "bf16+channels_last"],
+                          "seed": [1, 2, 0, 0], "ms": [1.0, 3.0, 5.0, 7.0]})
+    out = results_page.aggregate(frame)
+    assert out[["precision", "seeds"]].values.tolist() == [["fp32", 3], ["bf16", 1]] and out["ms"].iloc[0] == 3.0
 
 
 def test_headlines_are_per_tier_and_dataset_and_average_seeds_within_one():
