@@ -208,6 +208,15 @@ def test_ema_arithmetic_and_swap_back():
     assert torch.equal(model.weight, torch.full((1, 2), 4.0)), "the live weights come back"
     with pytest.raises(ValueError, match="EMA needs"):
         WeightEMA(model, decay=0.0)
+    # the warm-up: early updates lean on the new weights, (1 + t) / (10 + t) at most, then the decay takes over
+    ema = WeightEMA(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema.update(model)  # t = 1: decay min(0.99, 2 / 11), so the shadow keeps 2/11 of the 4.0 it started from
+    assert ema.shadow["weight"][0, 0].item() == pytest.approx(4.0 * 2 / 11)
+    ema.steps = 10_000
+    ema.update(model)  # t = 10,001: the decay itself, 0.99
+    assert ema.shadow["weight"][0, 0].item() == pytest.approx(4.0 * 2 / 11 * 0.99)
 
 
 def test_ema_run_resumes_exactly_and_ends_on_evaluated_weights(digits_loaders, tmp_path):
