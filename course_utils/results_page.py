@@ -47,7 +47,8 @@ def aggregate(frame, seed_column: str = "seed"):
     frame = frame.copy()
     if seed_column not in frame:
         frame[seed_column] = 0
-    if "precision" in frame:  # the numeric dtype only: runs before 2026-12-01 also named the layout (fp32+channels_last)
+    # precision is the numeric dtype only: runs before 2026-12-01 also named the layout (fp32+channels_last)
+    if "precision" in frame:
         frame["precision"] = frame["precision"].map(lambda p: p.split("+")[0] if isinstance(p, str) else p)
     numeric = [c for c in frame.columns if c != seed_column and c not in IDENTITY_COLUMNS
                and pd.api.types.is_float_dtype(frame[c])]

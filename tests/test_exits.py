@@ -174,7 +174,8 @@ def test_exit_loss_smooths_every_head_as_cross_entropy_does():
     g = torch.Generator().manual_seed(0)
     outs, y = [torch.randn(8, 5, generator=g) for _ in range(3)], torch.randint(0, 5, (8,), generator=g)
     loss, _ = exits.exit_loss([0.5, 0.25, 1.0], label_smoothing=0.2)(outs, y)
-    expected = sum(w * torch.nn.functional.cross_entropy(o, y, label_smoothing=0.2) for w, o in zip([0.5, 0.25, 1.0], outs))
+    expected = sum(w * torch.nn.functional.cross_entropy(o, y, label_smoothing=0.2)
+                   for w, o in zip([0.5, 0.25, 1.0], outs))
     assert torch.equal(loss, expected)
     assert not torch.equal(loss, exits.exit_loss([0.5, 0.25, 1.0])(outs, y)[0])
 
