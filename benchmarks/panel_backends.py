@@ -8,12 +8,15 @@ into right and wrong, 12 example thumbnails with their labels) are drawn from th
 
 * plotly's ``FigureWidget`` (anywidget): one ``batch_update`` per move, a JSON patch for the browser to render;
 * bqplot: mark attributes under ``hold_sync``, d3 renders in the browser;
+
+  both are the panel's own charts (``panel_chart.PlotlyChart``, ``panel_chart.BqplotChart``), with the panel's
+  HTML examples;
 * ipympl (matplotlib's widget backend): artists updated, the figure rendered by Agg on the server, and the
   PNG difference image the browser is sent (``draw`` + ``get_diff_image``).
 
 Each move is timed from the slider value to the widget state being serialised (the sweep included), with the
 process's CPU time, on one thread as the panel runs. The browser's own render time is not in these numbers;
-the browser test measures key press to redrawn chart for the chosen library. Speed goals live here, never in
+``benchmarks/panel_browser.py`` measures key press to redrawn chart in JupyterLab for the first two. Speed goals live here, never in
 tests. The scores are synthetic (exit k right with probability 0.5 + 0.1 k): the cost depends on the number
 of samples and exits, not on what the network learned.
 """
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils import exits  # noqa: E402
+from course_utils import exits, panel_chart  # noqa: E402
 from course_utils.device import device_name, single_thread, stopwatch  # noqa: E402
 from course_utils.panel_view import example_order, panel_view  # noqa: E402
 
@@ -54,64 +57,29 @@ def png(picture: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class Plotly:
-    name = "plotly FigureWidget"
+def library_chart(library: str):
+    """The panel's own chart (``panel_chart``) for ``library``, with the panel's HTML examples beside it."""
 
-    def __init__(self, front, full_acc, num_exits):
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
+    class Chart:
+        name = f"{library} ({panel_chart.CHARTS[library].__name__})"
 
-        fig = make_subplots(rows=1, cols=3, subplot_titles=("frontier", "exits", "examples"))
-        fig.add_scatter(x=front["mean_macs"] / 1e6, y=front["accuracy"], mode="lines", row=1, col=1)
-        fig.add_scatter(x=[0, float(front["mean_macs"].max()) / 1e6], y=[full_acc] * 2, mode="lines", row=1, col=1)
-        fig.add_scatter(x=[0], y=[0], mode="markers", marker_size=12, row=1, col=1)
-        fig.add_bar(x=list(range(1, num_exits + 1)), y=[0] * num_exits, row=1, col=2)
-        fig.add_bar(x=list(range(1, num_exits + 1)), y=[0] * num_exits, row=1, col=2)
-        fig.add_image(source="", row=1, col=3)
-        fig.update_layout(barmode="stack", height=320, width=980)
-        self.fig = go.FigureWidget(fig)
+        def __init__(self, front, full_acc, num_exits, first, images):
+            macs = front["mean_macs"].tolist()
+            self.chart = panel_chart.build_chart(macs, front["accuracy"].tolist(), max(macs), full_acc, num_exits,
+                                                 "val", first, library)
+            self.thumbs = panel_chart.Thumbnails(images)
 
-    def update(self, view, picture):
-        import base64
+        def update(self, view):
+            self.chart.update(view)
+            panel_chart.examples_html(view, self.thumbs, None, [str(c) for c in range(10)])
 
-        with self.fig.batch_update():
-            self.fig.data[2].x, self.fig.data[2].y = [view.mean_macs / 1e6], [view.accuracy]
-            self.fig.data[3].y, self.fig.data[4].y = view.exit_right, view.exit_wrong
-            self.fig.data[5].source = "data:image/png;base64," + base64.b64encode(png(picture)).decode()
-            self.fig.layout.annotations[2].text = " · ".join(t for t, _ in view.rows)
-
-
-class Bqplot:
-    name = "bqplot"
-
-    def __init__(self, front, full_acc, num_exits):
-        import bqplot as bq
-        import ipywidgets as w
-
-        x, y = bq.LinearScale(), bq.LinearScale()
-        self.point = bq.Scatter(x=[0.0], y=[0.0], scales={"x": x, "y": y})
-        line = bq.Lines(x=(front["mean_macs"] / 1e6).tolist(), y=front["accuracy"].tolist(), scales={"x": x, "y": y})
-        ref = bq.Lines(x=[0, float(front["mean_macs"].max()) / 1e6], y=[full_acc] * 2, scales={"x": x, "y": y})
-        f1 = bq.Figure(marks=[line, ref, self.point], axes=[bq.Axis(scale=x), bq.Axis(scale=y, orientation="vertical")])
-        bx, by = bq.OrdinalScale(), bq.LinearScale()
-        self.bars = bq.Bars(x=list(range(1, num_exits + 1)), y=[[0] * num_exits] * 2, type="stacked",
-                            scales={"x": bx, "y": by})
-        f2 = bq.Figure(marks=[self.bars], axes=[bq.Axis(scale=bx), bq.Axis(scale=by, orientation="vertical")])
-        self.image, self.caption = w.Image(format="png"), w.HTML()
-        self.widget = w.HBox([f1, f2, w.VBox([self.caption, self.image])])
-
-    def update(self, view, picture):
-        with self.point.hold_sync():
-            self.point.x, self.point.y = [view.mean_macs / 1e6], [view.accuracy]
-        self.bars.y = [view.exit_right, view.exit_wrong]
-        self.image.value = png(picture)
-        self.caption.value = " · ".join(t for t, _ in view.rows)
+    return Chart
 
 
 class Ipympl:
     name = "ipympl (matplotlib widget)"
 
-    def __init__(self, front, full_acc, num_exits):
+    def __init__(self, front, full_acc, num_exits, first, images):
         import matplotlib
         from ipympl.backend_nbagg import Canvas, FigureManager
         from matplotlib.figure import Figure
@@ -129,9 +97,10 @@ class Ipympl:
         a2.set_ylim(0, 1)
         self.img = a3.imshow(np.zeros((72, 216, 3), np.uint8))
         self.title = a3.set_title("")
-        self.a2, self.n = a2, None
+        self.a2, self.n, self.images = a2, None, images
 
-    def update(self, view, picture):
+    def update(self, view):
+        picture = mosaic(self.images, view)  # the examples drawn into the figure
         n = sum(view.exit_right) + sum(view.exit_wrong)
         self.point.set_data([view.mean_macs / 1e6], [view.accuracy])
         for k, (r, wr) in enumerate(zip(view.exit_right, view.exit_wrong)):
@@ -146,16 +115,17 @@ class Ipympl:
 
 def run(backend_cls, scores, costs, images, values, latency) -> dict:
     front = exits.frontier(scores, costs, "max_softmax")
-    backend = backend_cls(front, scores.exit_accuracy()[-1], scores.num_exits)
     order = example_order(len(scores))
     thresholds = [0.9] * (scores.num_exits - 1)
+    first = panel_view(exits.sweep(scores, costs, exits.make_policy("max_softmax", thresholds)), scores.labels, order)
+    backend = backend_cls(front, scores.exit_accuracy()[-1], scores.num_exits, first, images)
     wall, cpu = [], []
     for value in values:
         thresholds[0] = float(value)
         with stopwatch() as watch, single_thread():
             result = exits.sweep(scores, costs, exits.make_policy("max_softmax", thresholds), latency)
             view = panel_view(result, scores.labels, order)
-            backend.update(view, mosaic(images, view))
+            backend.update(view)
         wall.append(watch.ms)
         cpu.append(watch.cpu_seconds * 1e3)
     return {"backend": backend.name, "median_ms": statistics.median(wall), "p90_ms": float(np.percentile(wall, 90)),
@@ -173,7 +143,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     images = torch.randint(0, 256, (args.samples, 32, 32, 3), dtype=torch.uint8).numpy()
     values = np.linspace(0.3, 0.95, args.moves)[np.random.default_rng(0).permutation(args.moves)]
     latency = [float(k + 1) for k in range(args.exits)]
-    rows = [run(cls, scores, costs, images, values, latency) for cls in (Plotly, Bqplot, Ipympl)]
+    rows = [run(cls, scores, costs, images, values, latency)
+            for cls in (library_chart("plotly"), library_chart("bqplot"), Ipympl)]
     print(f"panel update, Python side, {args.samples} samples, {args.exits} exits, {args.moves} moves, "
           f"{device_name('cpu')}:")
     for r in rows:

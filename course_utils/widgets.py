@@ -94,17 +94,22 @@ class ThresholdPanel:
     images: uint8 ``(M, C, H, W)`` thumbnails of the samples ``image_index`` (default: all N, in order).
     class_names: how labels are shown under the thumbnails.  title: the network, data and device, for the header.
     thresholds: the sliders' start values (default: 0.9 for max_softmax, 0.1 for entropy).
+    chart: the plotting library of the chart, "plotly" or "bqplot" (``panel_chart``; the default was measured).
     """
 
     def __init__(self, scores: exits.ExitScores, costs: exits.ExitCosts, policy_name: str = "max_softmax", *,
                  latency=None, images: torch.Tensor | None = None, image_index: torch.Tensor | None = None,
                  class_names: Sequence[str] | None = None, split: str = "val", title: str = "",
-                 thresholds: Sequence[float] | float | None = None, batch_size: int = 1):
+                 thresholds: Sequence[float] | float | None = None, batch_size: int = 1,
+                 chart: str = panel_chart.DEFAULT_LIBRARY):
         from .edcnn import BudgetController
 
         if policy_name not in ("max_softmax", "entropy"):
             raise CourseError(f"the panel has one slider per threshold; policy {policy_name!r} has none. "
                               "Use 'max_softmax' or 'entropy'.")
+        if chart not in panel_chart.CHARTS:
+            raise CourseError(f"unknown chart library {chart!r} for the panel; use one of {sorted(panel_chart.CHARTS)}.")
+        self.chart_library = chart
         if split not in SPLIT_TEXT:
             raise CourseError(f"unknown split {split!r} for the panel; use 'val' (thresholds) or 'test' (report).")
         self.scores, self.costs, self.policy_name, self.split = scores, costs, policy_name, split
@@ -175,9 +180,10 @@ class ThresholdPanel:
         first = panel_view(exits.sweep(self.scores, self.costs, exits.make_policy(self.policy_name, start)),
                            self.scores.labels, self._order)
         self.chart = panel_chart.build_chart(front["mean_macs"].tolist(), front["accuracy"].tolist(), self.costs.full,
-                                             self.scores.exit_accuracy()[-1], self.scores.num_exits, self.split, first)
+                                             self.scores.exit_accuracy()[-1], self.scores.num_exits, self.split, first,
+                                             self.chart_library)
         self.widget = w.VBox([self.header, *self.sliders, w.HBox([self.unit, self.batch]), self.budget,
-                              self.budget_text, self.stats, self.chart, self.examples])
+                              self.budget_text, self.stats, self.chart.widget, self.examples])
         self.widget.add_class("edcnn-panel")
 
     def _budget_range(self) -> None:
@@ -250,7 +256,7 @@ class ThresholdPanel:
             self.view = view = panel_view(self.result, self.scores.labels, self._order)
             self.stats.value = self._stats_text(self.result, self.batch.value)
             self.budget_text.value = self._budget_text(self.result, self.thresholds(), self.budget.value)
-            panel_chart.update_chart(self.chart, view)
+            self.chart.update(view)
             self.examples.value = panel_chart.examples_html(view, self._thumbs, self._row_of, self.class_names)
         self.last_update_ms = watch.ms
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils import exits, widgets
+from course_utils import exits, panel_chart, widgets
 from course_utils.edcnn import LatencyModel
 from course_utils.errors import CourseError, ThresholdError
 from course_utils.panel_view import example_order, panel_view
@@ -91,7 +91,8 @@ LATENCY_MODEL = LatencyModel([0.5, 0.4, 0.3, 0.2], [0.1, 0.1, 0.2, 0.2], "cpu (t
 def test_panel_follows_its_sliders_with_the_sweeps_numbers_in_text_chart_and_examples(panel):
     assert [s.description for s in panel.sliders] == ["exit 1 τ", "exit 2 τ", "exit 3 τ"]
     assert all(s.readout and s.min == 0 and s.max == 1 for s in panel.sliders)
-    assert "edcnn-panel-stats" in panel.stats._dom_classes and "edcnn-panel-chart" in panel.chart._dom_classes
+    assert "edcnn-panel-stats" in panel.stats._dom_classes and "edcnn-panel-chart" in panel.chart.widget._dom_classes
+    assert panel.chart.library == panel_chart.DEFAULT_LIBRARY == "bqplot"  # the faster redraw in the browser
     assert "validation split: thresholds are set here (2,000 samples)" in panel.header.value
     panel.sliders[0].value = 0.55
     panel.sliders[2].value = 0.7
@@ -100,9 +101,9 @@ def test_panel_follows_its_sliders_with_the_sweeps_numbers_in_text_chart_and_exa
     assert panel.stats.value == widgets.format_stats(expected, full_macs=COSTS.full, ms_per_image=ms, batch_size=1)
     assert panel.stats.value == panel.text_for([0.55, 0.9, 0.7])
     assert panel.result.exit_counts == expected.exit_counts
-    point = panel.chart.data[2]
-    assert point.x == (expected.mean_macs / 1e6,) and point.y == (100 * expected.accuracy,)
-    right, wrong = panel.chart.data[3].y, panel.chart.data[4].y
+    assert list(panel.chart.point.x) == [expected.mean_macs / 1e6] and list(panel.chart.point.y) == [
+        100 * expected.accuracy]
+    right, wrong = (list(bar) for bar in panel.chart.bars.y)
     assert [r + w for r, w in zip(right, wrong)] == expected.exit_counts
     assert sum(right) == round(expected.accuracy * len(panel.scores))
     view = panel_view(expected, panel.scores.labels, example_order(len(panel.scores)))
@@ -151,7 +152,8 @@ def test_a_test_split_panel_is_labelled_as_the_one_time_report():
     scores = synthetic_scores(300)
     p = widgets.ThresholdPanel(scores, COSTS, split="test")
     assert "test split: the one-time report (set thresholds on the validation panel)" in p.header.value
-    assert p.chart.layout.annotations[0].text == "accuracy against cost (test)"
+    assert [f.title for f in p.chart.widget.children[0].children] == ["accuracy against cost (test)",
+                                                                      "where samples leave (test)"]
     with pytest.raises(CourseError, match="unknown split 'train'"):
         widgets.ThresholdPanel(scores, COSTS, split="train")
 
@@ -233,3 +235,22 @@ def test_panel_view_rows_are_never_empty_and_examples_stay_put():
     assert [t for t, _ in rows] == [f"leave early (exit {first + 1})", f"leave late (exit {last + 1})"]
     again = panel_view(exits.sweep(scores, COSTS, exits.MaxSoftmax(0.7)), scores.labels, order).rows
     assert [[e.index for e in r] for _, r in again] == [[e.index for e in r] for _, r in rows]
+
+
+@pytest.mark.parametrize("library", sorted(panel_chart.CHARTS))
+def test_both_chart_libraries_hold_the_sweeps_numbers(library):
+    """plotly's FigureWidget and bqplot draw the same view: the point and the right and wrong bars (the benchmark
+    ``benchmarks/panel_browser.py`` compares their redraw in the browser)."""
+    scores = synthetic_scores(500)
+    p = widgets.ThresholdPanel(scores, COSTS, chart=library, thresholds=[0.4, 0.6, 0.8])
+    p.sliders[1].value = 0.3
+    expected = exits.sweep(scores, COSTS, exits.MaxSoftmax([0.4, 0.3, 0.8]))
+    shown = p.chart.shown()
+    assert shown["point"] == [expected.mean_macs / 1e6, 100 * expected.accuracy]
+    assert [r + w for r, w in zip(shown["right"], shown["wrong"])] == expected.exit_counts
+    assert sum(shown["right"]) == round(expected.accuracy * len(scores))
+    ranges = p.chart.ranges  # fixed scales that hold every point and the full bar
+    assert ranges["samples"] == (0.0, 1.05 * len(scores))
+    assert ranges["macs"][0] < expected.mean_macs / 1e6 < ranges["macs"][1]
+    with pytest.raises(CourseError, match="unknown chart library 'vega'"):
+        widgets.ThresholdPanel(scores, COSTS, chart="vega")
