@@ -16,8 +16,8 @@ into right and wrong, 12 example thumbnails with their labels) are drawn from th
 
 Each move is timed from the slider value to the widget state being serialised (the sweep included), with the
 process's CPU time, on one thread as the panel runs. The browser's own render time is not in these numbers;
-``benchmarks/panel_browser.py`` measures key press to redrawn chart in JupyterLab for the first two. Speed goals live here, never in
-tests. The scores are synthetic (exit k right with probability 0.5 + 0.1 k): the cost depends on the number
+``benchmarks/panel_browser.py`` measures key press to redrawn chart in JupyterLab for the first two. Speed goals
+live here, never in tests. The scores are synthetic (exit k right with probability 0.5 + 0.1 k): the cost depends on the number
 of samples and exits, not on what the network learned.
 """
 from __future__ import annotations

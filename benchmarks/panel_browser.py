@@ -53,13 +53,15 @@ for lib, p in panels.items():
 # The page's clock: keydown, then the first change of the stats text and the last change of the chart.
 INSTRUMENT_JS = """() => {
     const rt = window.__rt = {key: 0, stats: 0, chart: 0, first: 0, panel: null};
-    document.addEventListener('keydown', () => { rt.key = performance.now(); rt.stats = 0; rt.chart = 0; rt.first = 0; },
+    document.addEventListener('keydown', () => { rt.key = performance.now(); rt.stats = 0; rt.chart = 0;
+                                                 rt.first = 0; },
                               true);
     for (const panel of document.querySelectorAll('.edcnn-panel')) {
         const lib = [...panel.classList].find(c => c.startsWith('bench-')).slice(6);
         new MutationObserver(() => { if (rt.key && rt.panel === lib && !rt.stats) rt.stats = performance.now(); })
             .observe(panel.querySelector('.edcnn-panel-stats'), {subtree: true, childList: true, characterData: true});
-        new MutationObserver(() => { if (rt.key && rt.panel === lib) { rt.chart = performance.now(); rt.first ||= rt.chart; } })
+        new MutationObserver(() => {
+            if (rt.key && rt.panel === lib) { rt.chart = performance.now(); rt.first ||= rt.chart; } })
             .observe(panel.querySelector('.edcnn-panel-chart'), {subtree: true, childList: true, attributes: true,
                                                                 characterData: true});
     }
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                     "chart_first_change_median_ms": statistics.median(first),
                     "chart_median_ms": statistics.median(chart), "chart_p90_ms": float(np.percentile(chart, 90))}
         print(f"  {lib:8s} {len(ts):3d} moves   key -> stats text: median {out[lib]['stats_median_ms']:5.0f} ms   "
-              f"key -> chart redrawn: median {out[lib]['chart_median_ms']:5.0f} ms, p90 {out[lib]['chart_p90_ms']:5.0f} ms "
+              f"key -> chart redrawn: median {out[lib]['chart_median_ms']:5.0f} ms, "
+              f"p90 {out[lib]['chart_p90_ms']:5.0f} ms "
               f"(first change: median {out[lib]['chart_first_change_median_ms']:.0f} ms)")
     return out
 

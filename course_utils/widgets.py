@@ -108,7 +108,8 @@ class ThresholdPanel:
             raise CourseError(f"the panel has one slider per threshold; policy {policy_name!r} has none. "
                               "Use 'max_softmax' or 'entropy'.")
         if chart not in panel_chart.CHARTS:
-            raise CourseError(f"unknown chart library {chart!r} for the panel; use one of {sorted(panel_chart.CHARTS)}.")
+            raise CourseError(f"unknown chart library {chart!r} for the panel; "
+                              f"use one of {sorted(panel_chart.CHARTS)}.")
         self.chart_library = chart
         if split not in SPLIT_TEXT:
             raise CourseError(f"unknown split {split!r} for the panel; use 'val' (thresholds) or 'test' (report).")
