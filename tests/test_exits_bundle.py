@@ -135,3 +135,23 @@ def test_make_bundle_keeps_calibrated_thresholds_and_a_random_thumbnail_subset()
     idx = bundle.image_index
     assert len(idx) == 40 and idx.tolist() == sorted(idx.tolist()) and idx.tolist() != list(range(40))
     assert torch.equal(bundle.images, images[idx])
+
+
+def test_a_standard_tier_bundle_fits_the_repositorys_2_mib_limit(tmp_path):
+    """The size the standard tier commits: 6 exits over 5,000 val and 10,000 test samples, CIFAR-sized thumbnails.
+    Random logits compress worse than a trained network's, so the real file is at most this large."""
+    from course_utils import edcnn
+    from course_utils.edcnn import LatencyModel
+
+    g = torch.Generator().manual_seed(0)
+    scores = {}
+    for split, n in (("val", 5000), ("test", 10000)):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        scores[split] = exits.ExitScores.from_logits(3 * torch.randn(6, n, 10, generator=g), labels)
+    images = torch.randint(0, 256, (5000, 3, 32, 32), dtype=torch.uint8, generator=g)
+    latency = LatencyModel([0.5] * 6, [0.1] * 6, "cpu (test)")
+    bundle = edcnn.make_bundle(scores["val"], scores["test"], exits.ExitCosts([10] * 6, [1] * 6), latency,
+                               images=images, thresholds={"max_softmax": [0.9] * 5})
+    assert len(bundle.image_index) == edcnn.trained.THUMBNAILS == 96
+    size = exits.save_bundle(bundle, tmp_path / "b.npz").stat().st_size
+    assert size < 2 * 2 ** 20, f"{size / 2 ** 20:.2f} MiB"
