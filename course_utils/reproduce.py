@@ -125,15 +125,19 @@ def _setting(spec: dict, name: str, tier: str, seeds: int | None) -> dict:
         raise CourseError(f"experiment {name!r} has no {tier!r} tier in {CONFIG_PATH.name} (it has: "
                           f"{', '.join(have)}). Run it with --tier {have[0]}, or add the tier to the file.")
     setting = spec[tier]
-    grid = dict(setting.get("grid", {}) or {})
+    # a grid is one mapping (its product is the runs) or a list of them (the union of their products: e.g. a
+    # second network trained on one seed only, as its own runs, so the other runs need not wait for it)
+    raw = setting.get("grid") or {}
+    grids = [dict(g or {}) for g in (raw if isinstance(raw, list) else [raw])]
     if seeds is not None:
         if seeds < 1:
             raise CourseError("--seeds must be at least 1")
-        if "SEED" in grid:
-            grid["SEED"] = list(grid["SEED"])[:seeds]
+        for grid in grids:
+            if "SEED" in grid:
+                grid["SEED"] = list(grid["SEED"])[:seeds]
     # a tier's env adds to (and overrides) the experiment's: a trained tier may want every core
     env = {**(spec.get("env") or {}), **(setting.get("env") or {})}
-    return {"grid": grid, "params": setting.get("params") or {}, "env": env}
+    return {"grids": grids, "params": setting.get("params") or {}, "env": env}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -149,10 +153,31 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _grid_runs(name: str, spec: dict, setting: dict, grid: dict, scale: str, results_dir: Path,
+               overrides: dict[str, Any] | None, only: dict[str, Any] | None) -> list[Run]:
+    """The runs of one grid: its product, with the tier's fixed parameters and the overrides added."""
+    runs = []
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        params = {**(setting.get("params") or {}), **dict(zip(keys, values)), **(overrides or {})}
+        notes = []
+        dataset_key = spec.get("dataset_param")
+        if dataset_key and dataset_key in params and not _dataset_available(params[dataset_key]):
+            notes.append(f"{params[dataset_key]} not found on this machine: ran on the embedded digits set")
+            params[dataset_key] = "digits"
+        folder = results_dir / "runs" / name / _run_folder_name(params, keys + sorted(set(overrides or {}) - set(keys)))
+        if any(params.get(k) != v for k, v in (only or {}).items()):
+            continue
+        env = {k: str(v) for k, v in setting["env"].items()}
+        runs.append(Run(name, REPO / spec["notebook"], params, folder, notes, env, scale))
+    return runs
+
+
 def plan(config: dict, names: list[str], *, quick: bool | None = None, results_dir: Path,
          tier: str | None = None, seeds: int | None = None, overrides: dict[str, Any] | None = None,
          only: dict[str, Any] | None = None) -> list[Run]:
-    """Every run of the named experiments: the product of each grid, with fixed parameters added.
+    """Every run of the named experiments: the product of each grid (or the union over a list of grids), with
+    fixed parameters added.
 
     tier: ``"quick"``, ``"standard"`` or ``"paper"`` (``quick=True`` is the old spelling of ``"quick"``).
     seeds: keep only the first N seeds of each grid (e.g. 1 for a GPU check).
@@ -167,20 +192,8 @@ def plan(config: dict, names: list[str], *, quick: bool | None = None, results_d
     for name in experiment_names(config, names):
         spec = config["experiments"][name]
         setting = _setting(spec, name, scale, seeds)
-        grid = setting["grid"]
-        keys = list(grid)
-        for values in itertools.product(*(grid[k] for k in keys)):
-            params = {**(setting.get("params") or {}), **dict(zip(keys, values)), **(overrides or {})}
-            notes = []
-            dataset_key = spec.get("dataset_param")
-            if dataset_key and dataset_key in params and not _dataset_available(params[dataset_key]):
-                notes.append(f"{params[dataset_key]} not found on this machine: ran on the embedded digits set")
-                params[dataset_key] = "digits"
-            folder = results_dir / "runs" / name / _run_folder_name(params, keys + sorted(set(overrides or {}) - set(keys)))
-            if any(params.get(k) != v for k, v in (only or {}).items()):
-                continue
-            env = {k: str(v) for k, v in setting["env"].items()}
-            runs.append(Run(name, REPO / spec["notebook"], params, folder, notes, env, scale))
+        for grid in setting["grids"]:
+            runs.extend(_grid_runs(name, spec, setting, grid, scale, results_dir, overrides, only))
     if only and not runs:
         raise CourseError(f"--only {' '.join(f'{k}={v}' for k, v in only.items())} matches none of the planned runs "
                           f"of {', '.join(names)}: check the name and value against `--list` without --only (a dataset "

@@ -180,10 +180,14 @@ def tier_label(tier: str, spec: dict | None = None) -> str:
 
 def headlines(spec: dict, runs: list[tuple[Path, dict]]) -> list[str]:
     """One headline per tier and dataset: a mean over MNIST and CIFAR-10 runs would describe neither, and a
-    quick demonstration is never averaged with a trained run."""
+    quick demonstration is never averaged with a trained run. A run whose metrics say ``in_headline: false``
+    (a second network trained on one seed only, say) is in the table but not in the headline: its metrics would
+    count that seed's shared figures twice."""
     key = spec.get("dataset_param")
     groups: dict[tuple[str, str], list[dict]] = {}
     for _, record in runs:
+        if record["metrics"].get("in_headline") is False:
+            continue
         dataset = str(record["parameters"].get(key, "")) if key else ""
         groups.setdefault((record.get("tier", "quick"), dataset), []).append(record["metrics"])
     if len(groups) == 1:

@@ -173,6 +173,10 @@ def test_headlines_are_per_tier_and_dataset_and_average_seeds_within_one():
     trained = (Path("b"), {"tier": "standard", "parameters": {"DATASET": "mnist", "SEED": 0}, "metrics": {}})
     assert results_page.headlines(spec, runs[:2] + [trained]) == [
         "- **mnist** (standard tier): n/a", "- **mnist** (quick tier): 25.00 ± 63.53x"], "trained first, never mixed"
+    # a run that says it is not in the headline (mode (b) on seed 0 only) stays out of the mean
+    second = (Path("c"), {"parameters": {"DATASET": "mnist", "SEED": 0}, "metrics": {"speedup": 99.0,
+                                                                                    "in_headline": False}})
+    assert results_page.headlines(spec, runs[:2] + [second]) == ["25.00 ± 63.53x"]
     # a figure only some runs publish (an ablation run on one seed) says how many runs it is from
     assert results_page.headline("{speedup}x", [{"speedup": 2.0}, {}, {}]) == "2.00x (1 of 3 runs)"
     # the unit stays with its number, and a missing figure has none ("n/a", never "n/ax" or "n/a%")
@@ -217,7 +221,8 @@ def test_every_experiment_names_a_notebook_and_only_its_parameters():
                     for t in node.targets}
         assert "quick" in spec and "paper" in spec, f"{name}: every experiment has a quick and a paper tier"
         for block in (t for t in reproduce.TIERS if t in spec):
-            used = set(spec[block]["grid"]) | set(spec[block].get("params") or {})
+            grids = spec[block]["grid"] if isinstance(spec[block]["grid"], list) else [spec[block]["grid"]]
+            used = {k for g in grids for k in g} | set(spec[block].get("params") or {})
             assert used <= declared, f"{name}/{block}: {sorted(used - declared)} are not parameters of the notebook"
 
 
@@ -231,6 +236,17 @@ def test_tiers_seeds_and_overrides_shape_the_plan(toy):
     assert [r.parameters for r in one] == [{"EPOCHS": 5, "SEED": 0}]
     assert one[0].name.startswith("seed=0,epochs=5-"), "an override names the run folder"
     assert reproduce.plan(cfg, ["toy"], quick=True, results_dir=results)[0].parameters == {"EPOCHS": 2, "SEED": 0}
+    # a list of grids is the union of their products: a second network on one seed, as runs of its own
+    cfg["experiments"]["toy"]["standard"]["grid"] = [{"SEED": [0, 1, 2], "MODES": ["frozen"]},
+                                                     {"SEED": [0], "MODES": ["joint"]}]
+    union = reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)
+    assert [(r.parameters["SEED"], r.parameters["MODES"]) for r in union] == \
+        [(0, "frozen"), (1, "frozen"), (2, "frozen"), (0, "joint")]
+    assert union[3].name.startswith("seed=0,modes=joint-") and len({r.folder for r in union}) == 4
+    assert [r.parameters["SEED"] for r in reproduce.plan(cfg, ["toy"], tier="standard", seeds=1,
+                                                          results_dir=results)] == [0, 0]
+    assert [r.parameters["MODES"] for r in reproduce.plan(cfg, ["toy"], tier="standard", only={"SEED": 0},
+                                                           results_dir=results)] == ["frozen", "joint"]
     with pytest.raises(UnknownNameError, match="unknown tier 'huge'.*quick, standard, paper"):
         reproduce.plan(cfg, ["toy"], tier="huge", results_dir=results)
     del cfg["experiments"]["toy"]["standard"]
