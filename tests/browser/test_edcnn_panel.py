@@ -378,14 +378,34 @@ def test_voila_page_serves_the_panel_over_a_saved_bundle(browser_context, tmp_pa
     """``make panel``: Voila renders pages/edcnn_panel.ipynb without code cells, over the bundle notebook 11 wrote."""
     import papermill
 
-    from course_utils import edcnn, exits
-    from course_utils.widgets import ThresholdPanel
+    from course_utils import edcnn
 
     results = tmp_path / "results"
     papermill.execute_notebook(str(REPO / "notebooks" / "11_edcnn.ipynb"), str(tmp_path / "11.ipynb"),
                                parameters={**PARAMETERS, "RESULTS_DIR": str(results)}, cwd=str(REPO / "notebooks"),
                                kernel_name="python3", progress_bar=False)
-    bundle_path = results / edcnn.BUNDLE_NAME
+    check_voila_page(browser_context, tmp_path, results / edcnn.BUNDLE_NAME, "voila_panel.png")
+
+
+def test_voila_page_serves_the_committed_trained_network(browser_context, tmp_path):
+    """``make panel`` as a teacher runs it on a fresh clone: the committed standard-tier bundle, no dataset, no
+    training. Its screenshot is the README's picture (docs/panel_voila.png)."""
+    from course_utils import edcnn
+    from course_utils.errors import CheckpointError
+
+    try:
+        bundle_path = edcnn.trained_bundle_path()
+    except CheckpointError as err:
+        pytest.skip(f"no committed trained bundle: {err}")
+    check_voila_page(browser_context, tmp_path, bundle_path, "voila_trained_panel.png")
+
+
+def check_voila_page(browser_context, tmp_path: Path, bundle_path: Path, screenshot: str) -> None:
+    """The Voila page over ``bundle_path``: no code, the val split named, the saved thresholds, and a typed value and
+    an arrow key that each show what ``sweep()`` computes; no page or console error."""
+    from course_utils import exits
+    from course_utils.widgets import ThresholdPanel
+
     model = ThresholdPanel.from_bundle(exits.load_bundle(bundle_path))
     with voila_server(tmp_path / "voila", REPO / "pages" / "edcnn_panel.ipynb",
                       env_extra={"COURSE_EDCNN_BUNDLE": str(bundle_path)}) as server:
@@ -409,8 +429,8 @@ def test_voila_page_serves_the_panel_over_a_saved_bundle(browser_context, tmp_pa
         handle = view.slider(k).locator(".noUi-handle")  # and one arrow key
         handle.press("ArrowLeft" if target > 0.5 else "ArrowRight")
         view.settle(lambda s: s["thresholds"][k] == pytest.approx(target + (-0.01 if target > 0.5 else 0.01), abs=1e-9))
-        page.screenshot(path=str(tmp_path / "voila_panel.png"), full_page=True)
-        keep_screenshot(tmp_path / "voila_panel.png")
+        page.screenshot(path=str(tmp_path / screenshot), full_page=True)
+        keep_screenshot(tmp_path / screenshot)
         assert errors.page_errors == [], errors.page_errors
         assert errors.console_errors == [], errors.console_errors
 
