@@ -279,12 +279,38 @@ def test_controller_time_budget_uses_the_latency_model():
     controller = edcnn.BudgetController(scores, costs, latency=latency)
     choice = controller.choose(ms_per_batch=5.0, batch_size=100)  # every stage: 1 ms + 0.01 ms per sample
     counts = torch.tensor(choice.expected.exit_counts, dtype=torch.float64)
-    reach = counts.flip(0).cumsum(0).flip(0) / len(scores) * 100
-    assert choice.expected_cost == pytest.approx(sum(1.0 + 0.01 * n for n in reach.tolist() if n > 0))
+    reach = (counts.flip(0).cumsum(0).flip(0) / len(scores)).tolist()  # fraction of images that run stage k
+    # a stage's 1 ms is paid by the batches any sample reaches; its 0.01 ms by each sample that does
+    assert choice.expected_cost == pytest.approx(sum(1.0 * (1 - (1 - f) ** 100) + 0.01 * f * 100 for f in reach))
     assert choice.expected_cost <= 5.0
     assert controller.cheapest("ms/batch", 100) == pytest.approx(2.0)  # all samples leave at exit 1
     with pytest.raises(ThresholdError, match="cannot be met"):
         controller.choose(ms_per_batch=1.5, batch_size=100)
+
+
+def test_predicted_time_is_the_exact_expectation_over_batches_of_independent_images():
+    """``ms_per_image`` is the mean of ``batch_ms`` over every batch the exit fractions can draw: at batch 1 an image
+    pays only the stages it runs (their fixed cost included), and at batch 2 a stage's fixed cost is paid once by
+    every pair that reaches it. Enumerated exactly."""
+    import itertools
+
+    latency = edcnn.LatencyModel([0.5, 0.4, 0.3, 0.2], [0.1, 0.1, 0.2, 0.2])
+    leave = [0.4, 0.3, 0.2, 0.1]  # fraction of images leaving at each exit
+    reach = [sum(leave[k:]) for k in range(4)]
+
+    def batch(exits_taken):  # the batch's ms when its images leave at these exits
+        return latency.batch_ms([sum(e >= k for e in exits_taken) for k in range(4)])
+
+    one = sum(p * batch([e]) for e, p in enumerate(leave))
+    assert one == pytest.approx(sum(p * ms for p, ms in zip(leave, latency.exit_ms(1))))  # the cumulative ms
+    assert latency.ms_per_image(reach, 1) == pytest.approx(one, rel=1e-12)
+    two = sum(leave[i] * leave[j] * batch([i, j]) for i, j in itertools.product(range(4), repeat=2))
+    assert latency.expected_batch_ms(reach, 2) == pytest.approx(two, rel=1e-12)
+    assert latency.ms_per_image(reach, 2) == pytest.approx(two / 2, rel=1e-12)
+    # every image to the end: the plain batch time, at any batch size
+    assert latency.expected_batch_ms([1.0] * 4, 256) == pytest.approx(latency.batch_ms([256] * 4))
+    # the old reading (fractional counts, every stage's fixed cost on every batch) overpredicts batch 1
+    assert latency.batch_ms(reach) > latency.ms_per_image(reach, 1) + 0.3
 
 
 def test_controller_runs_batches_and_never_violates_silently(trained, digits):

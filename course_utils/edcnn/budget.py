@@ -97,7 +97,7 @@ class BudgetController:
                              for c in self.candidates])
 
     def _predict_ms(self, c: exits.Candidate, batch_size: int) -> float:
-        return self.latency.batch_ms([f * batch_size for f in c.result.reach_fraction])
+        return self.latency.expected_batch_ms(c.result.reach_fraction, batch_size)
 
     def _cost(self, c: exits.Candidate, unit: str, batch_size: int) -> float:
         raw = c.result.mean_macs if unit == "MACs/image" else self._predict_ms(c, batch_size)

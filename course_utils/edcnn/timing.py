@@ -178,9 +178,22 @@ class LatencyModel:
         """Predicted ms of one batch in which ``reaching[k]`` samples run stage k (and head k)."""
         return float(sum(a + b * n for a, b, n in zip(self.overhead_ms, self.per_sample_ms, reaching) if n > 0))
 
+    def expected_batch_ms(self, reach_fraction: Sequence[float], batch_size: int) -> float:
+        """Expected ms of a batch of ``batch_size`` images drawn from a split where ``reach_fraction[k]`` of the
+        images run stage k (and head k).
+
+        Stage k's per-sample cost is paid by the ``f_k * batch_size`` samples expected to reach it; its fixed cost
+        only by the batches that at least one sample reaches, ``1 - (1 - f_k) ** batch_size`` of them (samples
+        drawn independently). At batch 1 that is ``f_k``: an image that leaves at exit 2 never pays stage 3's
+        launch overhead. (``batch_ms`` with fractional counts would charge it to every batch, overpredicting batch
+        1 most: 7.3 ms against 4.9 measured for the standard tier's seed-0 MobileNet.)
+        """
+        return float(sum(a * (1.0 - (1.0 - min(max(f, 0.0), 1.0)) ** batch_size) + b * f * batch_size
+                         for a, b, f in zip(self.overhead_ms, self.per_sample_ms, reach_fraction)))
+
     def ms_per_image(self, reach_fraction: Sequence[float], batch_size: int) -> float:
-        """Predicted ms per image of a batch of ``batch_size`` when ``reach_fraction[k]`` of it runs stage k."""
-        return self.batch_ms([f * batch_size for f in reach_fraction]) / batch_size
+        """Expected ms per image at ``batch_size`` when ``reach_fraction[k]`` of the images run stage k."""
+        return self.expected_batch_ms(reach_fraction, batch_size) / batch_size
 
     @classmethod
     def from_exit_ms(cls, exit_ms: dict[int, Sequence[float]], device: str = "") -> "LatencyModel":
