@@ -381,6 +381,28 @@ def test_benchmark_and_time_breakdown_account_for_every_mac(trained, digits):
     assert len(per_exit) == 4 and all(a < b for a, b in zip(per_exit, per_exit[1:]))
 
 
+def test_the_latency_model_feeds_the_layout_the_network_was_trained_in():
+    """A channels_last network is timed on channels_last input (NCHW input would add a conversion per stage)."""
+    from course_utils.edcnn import timing
+
+    backbone = models.create("mobilenet_v1", 10, small_input=True, width_mult=0.25).eval()
+    net = edcnn.attach_exits(backbone, backbone_name="mobilenet_v1")
+    seen = []
+    hook = net.stages[0].register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        assert not timing._is_channels_last(net)
+        timing.measure_latency_model(net, 2, repeats=1)
+        assert seen and not any(seen), "an NCHW network gets NCHW input"
+        seen.clear()
+        net.to(memory_format=torch.channels_last)
+        assert timing._is_channels_last(net)
+        timing.measure_latency_model(net, 2, repeats=1)
+        assert seen and all(seen), "a channels_last network gets channels_last input"
+    finally:
+        hook.remove()
+
+
 def test_exit_distribution_per_class():
     frame = edcnn.exit_distribution(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 1]), 3, ["a", "b"])
     assert frame.loc["a"].tolist() == [0.5, 0.5, 0.0] and frame.loc["b"].tolist() == [0.0, 0.5, 0.5]

@@ -93,7 +93,9 @@ def comparison_table(calibrations: Mapping, timings: "pd.DataFrame", references:
         for bs in (1, 256):
             t = timings[timings["batch_size"] == bs].set_index("name")
             ms = t.loc[f"{mode}/{policy}", "ms_per_image"]
-            predicted = latency.ms_per_image(cal.val.reach_fraction, bs)
+            # the model's own full-network time as the denominator: a bias of the model (its random inputs, its
+            # per-stage synchronisations) then cancels in the ratio instead of deciding the headline row
+            predicted = latency.ms_per_image(cal.val.reach_fraction, bs) / latency.exit_ms(bs)[-1]
             for ref in references[mode]:
                 ref_ms = t.loc[ref.timing, "ms_per_image"]
                 rows.append({"dataset": context["dataset"], "backbone": context["backbone"], "mode": mode,
@@ -103,7 +105,7 @@ def comparison_table(calibrations: Mapping, timings: "pd.DataFrame", references:
                              "macs_edcnn": test.mean_macs, "acc_full": ref.test_accuracy, "acc_edcnn": test.accuracy,
                              "reference": ref.name, "chosen_on": "val", "val_acc_full": ref.val_accuracy,
                              "val_acc_edcnn": cal.val.accuracy,
-                             "val_predicted_time_reduction_pct": 100 * (1 - predicted / ref_ms),
+                             "val_predicted_time_reduction_pct": 100 * (1 - predicted),
                              "scale": context["scale"], "seed": context["seed"], "policy": policy,
                              **{k: context[k] for k in OPTIONAL_CONTEXT if k in context}})
     return pd.DataFrame(rows)
