@@ -35,10 +35,15 @@ def _style(policy: str, k: int) -> tuple[str, str, str]:
 def _legend_below(ax, ncol: int = 2, fontsize: float = 8, order: Sequence[int] | None = None) -> None:
     """The legend under the axes (below its x label): it can never hide data.  ``order``: the entries' order
     (matplotlib fills the legend's columns one after another)."""
+    from matplotlib.transforms import offset_copy
+
     handles, labels = ax.get_legend_handles_labels()
     order = list(order) if order is not None else list(range(len(handles)))
+    # anchored a fixed distance in points below the axes (tick labels + x label), not a fraction of the axes'
+    # height: a short axes (one mode, a long scale line above) put a fractional offset on top of the x label
+    below = offset_copy(ax.transAxes, fig=ax.figure, y=-36, units="points")
     ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper center",
-              bbox_to_anchor=(0.5, -0.16), ncol=ncol, fontsize=fontsize, frameon=False)
+              bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=ncol, fontsize=fontsize, frameon=False)
 
 
 def _finish(fig, title: str, scale: str, device, rect=None):
@@ -58,7 +63,8 @@ def frontier_figure(frontier: "pd.DataFrame", calibrated: "pd.DataFrame", final_
     accuracy (on val).  final_accuracy: mode -> the final exit's val accuracy (the dotted line).
     """
     modes = list(dict.fromkeys(frontier["mode"]))
-    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.6), squeeze=False)
+    # one mode alone gets a wider figure: its title and scale wrap to fewer lines and leave the axes their height
+    fig, axes = plt.subplots(1, len(modes), figsize=(max(6 * len(modes), 8), 5.2), squeeze=False)
     for ax, mode in zip(axes[0], modes):
         for k, policy in enumerate(dict.fromkeys(frontier["policy"])):
             color, line, marker = _style(policy, k)
