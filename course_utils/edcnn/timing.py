@@ -210,7 +210,6 @@ class LatencyModel:
         return cls(overhead, [p - a / b1 for p, a in zip(d1, overhead)], device)
 
 
-@torch.inference_mode()
 def _is_channels_last(net: torch.nn.Module) -> bool:
     """True when the network's first convolution weight whose layout is unambiguous (more than one input channel,
     a kernel larger than 1x1: not a depthwise or pointwise one) is stored channels_last."""
@@ -218,6 +217,7 @@ def _is_channels_last(net: torch.nn.Module) -> bool:
     return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
 
 
+@torch.inference_mode()
 def measure_latency_model(net: ElasticNet, batch_size: int = 256, *, repeats: int = 5,
                           device: torch.device | str | None = None) -> LatencyModel:
     """Time every stage + head at batch sizes 1 and ``batch_size`` (medians of ``repeats``) and fit a line."""
