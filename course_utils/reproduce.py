@@ -118,6 +118,20 @@ def resolve_tier(quick: bool | None = None, tier: str | None = None) -> str:
     return tier
 
 
+def _check_grid(grid: Any, name: str, tier: str) -> dict:
+    """One grid as a fresh dict, or a CourseError naming the entry and the shape it needs."""
+    where = f"{CONFIG_PATH.name}, experiments.{name}.{tier}.grid"
+    if not isinstance(grid, dict):
+        raise CourseError(f"{where}: each grid is a mapping of parameter -> list of values (or a list of such "
+                          f"mappings), got {grid!r}. Write it as {{SEED: [0, 1, 2]}}.")
+    bad = {k: v for k, v in grid.items() if not isinstance(v, list)}
+    if bad:
+        raise CourseError(f"{where}: every grid value is a list of the values to run, got {bad!r}. "
+                          f"Write one value as a one-item list ({next(iter(bad))}: [{next(iter(bad.values()))!r}]), "
+                          f"or move it to params.")
+    return dict(grid)
+
+
 def _setting(spec: dict, name: str, tier: str, seeds: int | None) -> dict:
     """The tier's grid and params for one experiment; ``seeds`` keeps the first N values of its SEED grid."""
     if tier not in spec:
@@ -128,7 +142,7 @@ def _setting(spec: dict, name: str, tier: str, seeds: int | None) -> dict:
     # a grid is one mapping (its product is the runs) or a list of them (the union of their products: e.g. a
     # second network trained on one seed only, as its own runs, so the other runs need not wait for it)
     raw = setting.get("grid") or {}
-    grids = [dict(g or {}) for g in (raw if isinstance(raw, list) else [raw])]
+    grids = [_check_grid(g or {}, name, tier) for g in (raw if isinstance(raw, list) else [raw])]
     if seeds is not None:
         if seeds < 1:
             raise CourseError("--seeds must be at least 1")

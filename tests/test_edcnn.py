@@ -476,6 +476,9 @@ def test_comparison_rows_name_their_reference_and_the_headline_is_chosen_on_val_
     assert headline_row(table, acc_drop=0.02, modes=["frozen"])["mode"] == "frozen"
     with pytest.raises(UnknownNameError, match="frozen, joint"):
         headline_row(table, modes=["forzen"])
+    # a row predicted (on val) to be slower than its reference is no headline, even the least slow of them
+    slower = table.assign(val_predicted_time_reduction_pct=-table["val_predicted_time_reduction_pct"].abs() - 1)
+    assert headline_row(slower, acc_drop=0.02) is None
     table.loc[table["mode"] == "joint", "val_acc_edcnn"] = 0.5
     assert headline_row(table, acc_drop=0.003) is None
     extra = comparison_table(cal, timings, refs, latency, {"frozen": 100, "joint": 100},

@@ -247,6 +247,13 @@ def test_tiers_seeds_and_overrides_shape_the_plan(toy):
                                                           results_dir=results)] == [0, 0]
     assert [r.parameters["MODES"] for r in reproduce.plan(cfg, ["toy"], tier="standard", only={"SEED": 0},
                                                            results_dir=results)] == ["frozen", "joint"]
+    # a grid entry that is not a mapping of lists names itself and the shape it needs, not a bare TypeError
+    cfg["experiments"]["toy"]["standard"]["grid"] = [{"SEED": [0]}, "MODES=joint"]
+    with pytest.raises(CourseError, match=r"toy\.standard\.grid: each grid is a mapping.*'MODES=joint'"):
+        reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)
+    cfg["experiments"]["toy"]["standard"]["grid"] = {"SEED": 0}
+    with pytest.raises(CourseError, match=r"every grid value is a list.*SEED: \[0\]"):
+        reproduce.plan(cfg, ["toy"], tier="standard", results_dir=results)
     with pytest.raises(UnknownNameError, match="unknown tier 'huge'.*quick, standard, paper"):
         reproduce.plan(cfg, ["toy"], tier="huge", results_dir=results)
     del cfg["experiments"]["toy"]["standard"]

@@ -114,13 +114,15 @@ def comparison_table(calibrations: Mapping, timings: "pd.DataFrame", references:
 def headline_row(table: "pd.DataFrame", *, acc_drop: float = 0.003, reference: str = "original backbone",
                  modes: Sequence[str] | None = None):
     """The row to headline, chosen on val only: among rows against ``reference`` whose val accuracy is within
-    ``acc_drop`` of the reference's val accuracy, the largest time reduction *predicted from val*; None if none.
+    ``acc_drop`` of the reference's val accuracy and whose time reduction *predicted from val* is positive, the
+    largest one; None if none (a row predicted to be slower than its reference is no headline, however small).
 
     modes: only rows of these modes may headline (None: any).  A tier that trains mode (b) on one seed only
     headlines mode (a), so that its seeds average the same kind of row.
     Its test columns are then reported once; a row picked by its test accuracy would be a defect.
     """
-    held = table[(table["reference"] == reference) & (table["val_acc_edcnn"] >= table["val_acc_full"] - acc_drop)]
+    held = table[(table["reference"] == reference) & (table["val_acc_edcnn"] >= table["val_acc_full"] - acc_drop)
+                 & (table["val_predicted_time_reduction_pct"] > 0)]
     if modes:
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
