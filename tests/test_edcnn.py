@@ -110,6 +110,36 @@ def test_mobilenet_v2_and_resnet_and_an_explicit_split():
         edcnn.attach_exits(model, ["stage0"], trunk=wrong, input_shape=(3, 8, 8))
 
 
+def test_exits_placed_by_measured_time_follow_the_clock_not_the_macs():
+    from course_utils.edcnn import TrunkProfile, evenly_spaced, profile_trunk, taps_by_time
+
+    # SDN's rule, exactly: targets 0.3, 0.6, 0.9 on a uniform profile; ties go to the earlier point
+    assert evenly_spaced([0.1 * k for k in range(1, 10)], 3) == [2, 5, 8]
+    assert evenly_spaced([0.5, 0.5, 0.5], 2) == [0, 1], "distinct points even when the profile is flat"
+    with pytest.raises(CourseError, match="asked for 4 exits, but there are 3 tapping points; use 1 .. 3"):
+        evenly_spaced([0.2, 0.4, 0.6], 4)
+    # a first block holding 60% of the time but 20% of the MACs: by MACs exit 1 waits for block c, by time
+    # it comes right after block a
+    prof = TrunkProfile(list("abcde"), macs=[2, 2, 2, 2, 2], ms={1: [3.0, 0.5, 0.5, 0.5, 0.5], 256: [6, 1, 1, 1, 1]})
+    assert prof.time_share() == pytest.approx([0.6, 0.7, 0.8, 0.9, 1.0])
+    assert prof.macs_share() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert taps_by_time(prof, 2) == ["a", "d"]  # targets 0.45 and 0.90 of the time
+    assert [prof.names[i] for i in evenly_spaced(prof.macs_share()[:-1], 2)] == ["b", "d"]
+    assert list(prof.table().columns) == ["tap", "macs", "ms_bs1", "ms_bs256", "macs_share", "time_share"]
+    # measured on a real trunk: every tapping point timed, MACs as attach_exits counts them, shares rising to 1
+    backbone = models.create("mobilenet_v1", 10, small_input=True, width_mult=0.25)
+    measured = profile_trunk(backbone, (3, 32, 32), batch_sizes=(1, 4), repeats=1)
+    assert measured.names == edcnn.tapping_points(backbone) and sorted(measured.ms) == [1, 4]
+    every = edcnn.attach_exits(backbone, measured.names[:-1], input_shape=(3, 32, 32))
+    assert sum(measured.macs) == sum(every.costs.stage_macs)
+    assert all(t > 0 for ms in measured.ms.values() for t in ms)
+    share = measured.time_share()
+    assert share[-1] == pytest.approx(1.0) and all(a <= b for a, b in zip(share, share[1:]))
+    taps = taps_by_time(measured, 5)
+    assert len(taps) == 5 and taps == sorted(taps, key=measured.names.index) and measured.names[-1] not in taps
+    assert edcnn.attach_exits(backbone, taps).taps == [*taps, "final"]
+
+
 def test_bad_tapping_points_name_the_valid_ones():
     backbone = models.create("mobilenet_v1", 10, small_input=True, width_mult=0.25)
     with pytest.raises(UnknownNameError, match=r"unknown tapping point 'features\.99'.*points are: features\.0"):

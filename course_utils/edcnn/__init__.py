@@ -24,7 +24,8 @@ The exit policies, ``infer``, ``infer_single``, ``sweep``, ``frontier`` and ``ca
 
 Modules, one per idea: ``trunk`` (splitting a backbone into tapping points), ``heads`` (branch heads),
 ``elastic`` (``ElasticNet`` and ``attach_exits``), ``training`` (branch and joint training), ``timing``
-(benchmarks, per-stage times, the latency model), ``budget`` (the budget controller), ``anytime``
+(benchmarks, per-stage times, the latency model), ``placement`` (exits at evenly spaced fractions of the
+measured time: ``profile_trunk``, ``taps_by_time``), ``budget`` (the budget controller), ``anytime``
 (deadline prediction), ``trained`` (a trained model's exits on file, and ``load_trained``), ``reporting`` (exit distribution, the paper's table columns, the MACs-vs-time findings),
 ``plots`` (the notebook's figures; ``from course_utils.edcnn import plots``, it loads matplotlib).
 """
@@ -36,6 +37,7 @@ from .anytime import AnytimeResult, anytime
 from .budget import BudgetChoice, BudgetController, BudgetRun, BudgetWarning
 from .elastic import DEFAULT_TAPS, ElasticNet, attach_exits
 from .heads import HEADS, make_head
+from .placement import TrunkProfile, evenly_spaced, profile_trunk, taps_by_time
 from .reporting import (TABLE_COLUMNS, Reference, comparison_table, exit_distribution, headline_row,
                         macs_vs_time_findings)
 from .timing import Contender, LatencyModel, benchmark, measure_batches, measure_latency_model, time_breakdown
@@ -45,7 +47,8 @@ from .trunk import GlobalPoolClassifier, Trunk, check_trunk, split_backbone, tap
 
 __all__ = [
     "AnytimeResult", "anytime", "BudgetChoice", "BudgetController", "BudgetRun", "BudgetWarning",
-    "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TABLE_COLUMNS", "Reference",
+    "DEFAULT_TAPS", "ElasticNet", "attach_exits", "HEADS", "make_head", "TrunkProfile", "evenly_spaced",
+    "profile_trunk", "taps_by_time", "TABLE_COLUMNS", "Reference",
     "comparison_table", "headline_row", "exit_distribution",
     "macs_vs_time_findings",
     "Contender", "LatencyModel", "benchmark", "measure_batches", "measure_latency_model", "time_breakdown",

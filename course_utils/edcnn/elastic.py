@@ -13,6 +13,7 @@ import torch.nn as nn
 from .. import exits
 from ..errors import CourseError, UnknownNameError
 from .heads import make_head
+from .placement import evenly_spaced
 from .trunk import Trunk, check_trunk, split_backbone
 
 if TYPE_CHECKING:
@@ -99,17 +100,10 @@ def _resolve_taps(taps: Sequence[str] | int, trunk: Trunk, stage_macs: list[int]
     names = trunk.names
     valid = names[:-1]
     if isinstance(taps, int) and not isinstance(taps, bool):
-        if not 1 <= taps <= len(valid):
-            raise CourseError(f"asked for {taps} exits, but this trunk has {len(valid)} tapping points; "
-                              f"use 1 .. {len(valid)}.")
-        # SDN's placement: exits at evenly spaced fractions of the trunk's MACs (0.15, 0.30, ... for six)
+        # SDN's placement: exits at evenly spaced fractions of the trunk's MACs (0.15, 0.30, ... for six);
+        # placement.taps_by_time applies the same rule to measured time
         cumulative = torch.tensor(stage_macs[:-1], dtype=torch.float64).cumsum(0) / sum(stage_macs)
-        chosen: list[int] = []
-        for i in range(taps):
-            target = 0.9 * (i + 1) / taps
-            order = (cumulative - target).abs().argsort().tolist()
-            chosen.append(next(j for j in order if j not in chosen))
-        return sorted(chosen)
+        return evenly_spaced(cumulative.tolist(), taps)
     if isinstance(taps, str) or not len(taps):
         raise CourseError(f"taps must be a list of tapping-point names (or a number of exits), got {taps!r}; "
                           f"e.g. {valid[len(valid) // 3:len(valid) // 3 + 2]}.")
