@@ -25,6 +25,13 @@ from .device import autocast, device_name, stopwatch
 CANDIDATES = {"fp32": (None, False), "fp32+channels_last": (None, True), "bf16+channels_last": (torch.bfloat16, True)}
 
 
+def is_channels_last(net: nn.Module) -> bool:
+    """True when the network's first convolution weight whose layout is unambiguous (more than one input channel,
+    a kernel larger than 1x1: not a depthwise or pointwise one) is stored channels_last."""
+    w = next((q for q in net.parameters() if q.dim() == 4 and q.shape[1] > 1 and q.shape[2] * q.shape[3] > 1), None)
+    return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
 def native_bf16(device: str | torch.device) -> bool:
     """True where bf16 has hardware support: CUDA with bf16, or a CPU with AVX-512-BF16 / AMX (oneDNN's check)."""
     device = torch.device(device)

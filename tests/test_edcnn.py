@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_utils import data, edcnn, exits, models, train
+from course_utils import data, edcnn, exits, models, precision, train
 from course_utils.errors import CourseError, ThresholdError, UnknownNameError
 from course_utils.models.mobilenetv1 import ConvBNAct
 
@@ -421,12 +421,12 @@ def test_the_latency_model_feeds_the_layout_the_network_was_trained_in():
     hook = net.stages[0].register_forward_pre_hook(
         lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     try:
-        assert not timing._is_channels_last(net)
+        assert not precision.is_channels_last(net)
         timing.measure_latency_model(net, 2, repeats=1)
         assert seen and not any(seen), "an NCHW network gets NCHW input"
         seen.clear()
         net.to(memory_format=torch.channels_last)
-        assert timing._is_channels_last(net)
+        assert precision.is_channels_last(net)
         timing.measure_latency_model(net, 2, repeats=1)
         assert seen and all(seen), "a channels_last network gets channels_last input"
     finally:

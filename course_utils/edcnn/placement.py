@@ -25,6 +25,7 @@ from .. import exits
 from ..device import device_name
 from ..errors import CourseError
 from ..layer_times import module_times
+from ..precision import is_channels_last
 from .trunk import Trunk, split_backbone
 
 if TYPE_CHECKING:
@@ -87,14 +88,12 @@ def profile_trunk(backbone: nn.Module, input_shape: Sequence[int], *, batch_size
     channels_last network fed NCHW input would pay a conversion in its first module). The hooks' own
     synchronisation is charged to every module alike, which is what a share needs. Returns a ``TrunkProfile``.
     """
-    from .timing import _is_channels_last  # here: timing imports elastic, which imports this module
-
     trunk = trunk or split_backbone(backbone)
     chain = nn.Sequential(*trunk.modules)  # shares the modules: hooks on its children time the backbone's own
     was_training = backbone.training
     backbone.eval()
     p = next(backbone.parameters())
-    layout = torch.channels_last if _is_channels_last(backbone) else torch.contiguous_format
+    layout = torch.channels_last if is_channels_last(backbone) else torch.contiguous_format
     x, macs = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype), []
     for m in trunk.modules:  # each module counted on the input it sees in the chain
         count, x = exits.count_macs(m, x)

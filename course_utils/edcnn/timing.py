@@ -13,6 +13,7 @@ import torch
 from .. import exits
 from ..device import device_name, elapsed_ms
 from ..layer_times import module_times
+from ..precision import is_channels_last
 from .elastic import ElasticNet
 
 if TYPE_CHECKING:
@@ -210,13 +211,6 @@ class LatencyModel:
         return cls(overhead, [p - a / b1 for p, a in zip(d1, overhead)], device)
 
 
-def _is_channels_last(net: torch.nn.Module) -> bool:
-    """True when the network's first convolution weight whose layout is unambiguous (more than one input channel,
-    a kernel larger than 1x1: not a depthwise or pointwise one) is stored channels_last."""
-    w = next((q for q in net.parameters() if q.dim() == 4 and q.shape[1] > 1 and q.shape[2] * q.shape[3] > 1), None)
-    return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-
-
 @torch.inference_mode()
 def measure_latency_model(net: ElasticNet, batch_size: int = 256, *, repeats: int = 5,
                           device: torch.device | str | None = None) -> LatencyModel:
@@ -228,7 +222,7 @@ def measure_latency_model(net: ElasticNet, batch_size: int = 256, *, repeats: in
     device = torch.device(device) if device is not None else p.device
     # the layout the network was trained in: a channels_last network fed NCHW input converts at every stage, which
     # made this model 33% slower than the measured network at batch 256 (seed 0 of the standard tier)
-    layout = torch.channels_last if _is_channels_last(net) else torch.contiguous_format
+    layout = torch.channels_last if is_channels_last(net) else torch.contiguous_format
     times = {}
     for n in sorted({1, batch_size}):
         h = torch.randn(n, *net.input_shape, device=device, dtype=p.dtype).contiguous(memory_format=layout)
